@@ -1,0 +1,49 @@
+"""bayesfuse: Bayesian late fusion of per-task semiparametric estimates.
+
+Stage 1 (:func:`estimate_tasks`) fits double/debiased ML per task and yields a
+:class:`TaskEstimates`; stage 2 (:func:`fuse`) fits a hierarchical Bayesian model with a
+task-similarity prior and returns a :class:`FusionResult`.
+"""
+
+from __future__ import annotations
+
+from bayesfuse import _hostdevices  # noqa: F401  (must run before JAX starts)
+from bayesfuse.errors import BayesfuseError
+from bayesfuse.estimates import TaskEstimates, read_estimates
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BayesfuseError",
+    "TaskEstimates",
+    "read_estimates",
+    "estimate_tasks",
+    "fuse",
+    "load_fit",
+    "compare",
+    "FusionResult",
+    "baselines",
+    "datasets",
+    "__version__",
+]
+
+_LAZY = {
+    "estimate_tasks": ("bayesfuse.stage1", "estimate_tasks"),
+    "fuse": ("bayesfuse.fusion", "fuse"),
+    "load_fit": ("bayesfuse.result", "load_fit"),
+    "compare": ("bayesfuse.result", "compare"),
+    "FusionResult": ("bayesfuse.result", "FusionResult"),
+    "site_summary": ("bayesfuse.summary", "site_summary"),
+}
+
+
+def __getattr__(name: str):
+    """Import heavy submodules (JAX, DoubleML) only when first used."""
+    import importlib
+
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    if name in {"baselines", "datasets", "plot", "sensitivity"}:
+        return importlib.import_module(f"bayesfuse.{name}")
+    raise AttributeError(f"module 'bayesfuse' has no attribute {name!r}")

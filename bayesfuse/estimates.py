@@ -1,0 +1,665 @@
+"""`TaskEstimates`: the one contract between stage 1 and stage 2.
+
+A ``TaskEstimates`` holds, for K tasks, the debiased estimates θ̂ₖ (K×p), their covariances
+Vₖ (K×p×p), optional sample sizes nₖ and task covariates zₖ, and the parameter names. It is
+validated once, when built, and is immutable afterwards.
+
+File formats (read by :func:`read_estimates`, written by :meth:`TaskEstimates.to_csv`):
+
+* scalar CSV: ``task, estimate, se`` (or ``variance``) ``[, n, covariate columns...]``;
+* vector CSV (long): ``task, param, estimate, se, cov[<param>]..., [n, covariates...]``,
+  one row per (task, param), the ``cov[...]`` columns holding the row of Vₖ;
+* summary JSON (``bayesfuse site``): see :mod:`bayesfuse.summary`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayesfuse.errors import EstimatesError
+
+__all__ = ["TaskEstimates", "read_estimates"]
+
+_COV_COL = re.compile(r"^cov\[(.+)\]$")
+_RESERVED = {"task", "param", "estimate", "se", "variance", "n"}
+MAX_FILE_BYTES = 200 * 1024 * 1024  # refuse estimates files above 200 MB
+
+
+def _task_label(value: Any) -> str:
+    """Task id as a string: integral floats lose their '.0' (school 63.0 -> '63')."""
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _as_float_array(values: Any, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise EstimatesError(f"{what} must be numeric; could not convert it to numbers ({exc}).")
+    return array
+
+
+class TaskEstimates:
+    """Per-task estimates θ̂ₖ with covariances Vₖ: the input of :func:`bayesfuse.fuse`.
+
+    Parameters
+    ----------
+    tasks : sequence of length K
+        Task ids (hospitals, schools, trials...). Stored as strings; must be unique.
+    estimates : array_like of shape (K,) or (K, p)
+        Stage-1 estimates θ̂ₖ.
+    covariances : array_like of shape (K,), (K, p) or (K, p, p)
+        Covariance matrices Vₖ of θ̂ₖ. A 1-D or 2-D array is read as the variances (the
+        diagonal of Vₖ). Each Vₖ must be symmetric positive definite.
+    n : array_like of shape (K,), optional
+        Number of observations behind each estimate.
+    covariates : DataFrame or array_like of shape (K, q), optional
+        Task-level covariates zₖ. A DataFrame indexed by the task ids is aligned to
+        ``tasks``; otherwise rows are taken in the order of ``tasks``.
+    params : sequence of str of length p, optional
+        Parameter names (default ``["theta"]`` for p = 1, ``theta0, theta1...`` otherwise).
+    estimand : str, optional
+        What θ is (``"ate"``, ``"atte"``, ``"plr"``, ``"blp"``...), carried into results.
+    flags : DataFrame, optional
+        Stage-1 notes per task (columns ``task, status, reason``; status ``"warning"`` or
+        ``"excluded"``), so that nothing is dropped silently.
+    meta : mapping, optional
+        Free-form provenance (learners, folds, seed, versions).
+
+    Examples
+    --------
+    >>> est = TaskEstimates(["a", "b", "c"], [0.1, 0.3, -0.2], [0.01, 0.04, 0.02])
+    >>> est.n_tasks, est.n_params
+    (3, 1)
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Any],
+        estimates: Any,
+        covariances: Any,
+        n: Any = None,
+        covariates: Any = None,
+        params: Sequence[str] | None = None,
+        *,
+        estimand: str | None = None,
+        flags: pd.DataFrame | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        task_ids = [_task_label(t) for t in np.asarray(list(tasks), dtype=object)]
+        n_tasks = len(task_ids)
+        if n_tasks < 2:
+            raise EstimatesError(
+                f"Fusion needs at least 2 tasks; got {n_tasks}. Add tasks or check the task column."
+            )
+        seen: dict[str, int] = {}
+        duplicates = sorted({t for t in task_ids if t in seen or seen.setdefault(t, 0)})
+        if duplicates:
+            raise EstimatesError(
+                f"Task ids must be unique; duplicated: {', '.join(duplicates[:10])}. "
+                "Give each task one row (one row per task and parameter for vector estimates)."
+            )
+
+        theta_hat = _as_float_array(estimates, "estimates")
+        if theta_hat.ndim == 1:
+            theta_hat = theta_hat[:, None]
+        if theta_hat.ndim != 2 or theta_hat.shape[0] != n_tasks:
+            raise EstimatesError(
+                f"estimates must have shape (K,) or (K, p) with K = {n_tasks} tasks; "
+                f"got shape {np.shape(estimates)}."
+            )
+        n_params = theta_hat.shape[1]
+        if n_params < 1:
+            raise EstimatesError("estimates must hold at least one parameter per task.")
+        for k in np.flatnonzero(~np.isfinite(theta_hat).all(axis=1)):
+            raise EstimatesError(
+                f"Task '{task_ids[k]}': estimate is not finite ({theta_hat[k].tolist()}). "
+                "Remove the task or fix its stage-1 fit."
+            )
+
+        cov = _as_float_array(covariances, "covariances")
+        if cov.ndim == 1 and n_params == 1:
+            cov = cov[:, None]
+        if cov.ndim == 2:
+            if cov.shape != (n_tasks, n_params):
+                raise EstimatesError(
+                    f"covariances given as variances must have shape ({n_tasks}, {n_params}); "
+                    f"got {cov.shape}."
+                )
+            variances = cov
+            for k in np.flatnonzero(~np.isfinite(variances).all(axis=1)):
+                raise EstimatesError(f"Task '{task_ids[k]}': variance is not finite.")
+            for k in np.flatnonzero((variances <= 0).any(axis=1)):
+                raise EstimatesError(
+                    f"Task '{task_ids[k]}': standard error / variance must be > 0; got "
+                    f"{variances[k].tolist()}. A zero SE means the stage-1 fit is degenerate."
+                )
+            cov = np.einsum("kp,pq->kpq", variances, np.eye(n_params))
+        if cov.shape != (n_tasks, n_params, n_params):
+            raise EstimatesError(
+                f"covariances must have shape (K, p, p) = ({n_tasks}, {n_params}, {n_params}); "
+                f"got {cov.shape}."
+            )
+        for k in np.flatnonzero(~np.isfinite(cov).all(axis=(1, 2))):
+            raise EstimatesError(f"Task '{task_ids[k]}': covariance has non-finite entries.")
+        scale = np.maximum(np.abs(cov).max(axis=(1, 2)), np.finfo(float).tiny)
+        asym = np.abs(cov - np.swapaxes(cov, 1, 2)).max(axis=(1, 2)) / scale
+        for k in np.flatnonzero(asym > 1e-8):
+            raise EstimatesError(
+                f"Task '{task_ids[k]}': covariance is not symmetric "
+                f"(max relative asymmetry {asym[k]:.2g})."
+            )
+        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        diag = np.diagonal(cov, axis1=1, axis2=2)
+        for k in np.flatnonzero((diag <= 0).any(axis=1)):
+            raise EstimatesError(
+                f"Task '{task_ids[k]}': standard error / variance must be > 0; got "
+                f"{diag[k].tolist()}."
+            )
+        min_eig = np.linalg.eigvalsh(cov)[:, 0]
+        for k in np.flatnonzero(min_eig <= 1e-12 * diag.max(axis=1)):
+            raise EstimatesError(
+                f"Task '{task_ids[k]}': covariance is not positive definite (smallest "
+                f"eigenvalue {min_eig[k]:.3g}). Check the stage-1 fit of this task."
+            )
+
+        if params is None:
+            names = ["theta"] if n_params == 1 else [f"theta{j}" for j in range(n_params)]
+        else:
+            names = [str(p) for p in params]
+        if len(names) != n_params:
+            raise EstimatesError(
+                f"params must name each of the {n_params} parameters; got {len(names)} names."
+            )
+        if len(set(names)) != n_params:
+            raise EstimatesError(f"Parameter names must be unique; got {names}.")
+
+        n_obs = None
+        if n is not None:
+            n_obs = _as_float_array(n, "n").reshape(-1)
+            if n_obs.shape != (n_tasks,):
+                raise EstimatesError(f"n must have one entry per task ({n_tasks}); got {n_obs.size}.")
+            for k in np.flatnonzero(~np.isfinite(n_obs) | (n_obs <= 0)):
+                raise EstimatesError(f"Task '{task_ids[k]}': n must be a positive number.")
+
+        self._tasks = task_ids
+        self._estimates = theta_hat
+        self._covariances = cov
+        self._n = n_obs
+        self._params = names
+        self._covariates = _validate_covariates(covariates, task_ids)
+        self.estimand = estimand
+        self.flags = (
+            flags.reset_index(drop=True)
+            if flags is not None
+            else pd.DataFrame(columns=["task", "status", "reason"])
+        )
+        self.meta = dict(meta or {})
+        for array in (self._estimates, self._covariances):
+            array.setflags(write=False)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def tasks(self) -> list[str]:
+        """Task ids, length K."""
+        return list(self._tasks)
+
+    @property
+    def params(self) -> list[str]:
+        """Parameter names, length p."""
+        return list(self._params)
+
+    @property
+    def estimates(self) -> np.ndarray:
+        """θ̂, ndarray of shape (K, p)."""
+        return self._estimates
+
+    @property
+    def covariances(self) -> np.ndarray:
+        """V, ndarray of shape (K, p, p)."""
+        return self._covariances
+
+    @property
+    def se(self) -> np.ndarray:
+        """Standard errors, ndarray of shape (K, p)."""
+        return np.sqrt(np.diagonal(self._covariances, axis1=1, axis2=2))
+
+    @property
+    def n(self) -> np.ndarray | None:
+        """Sample sizes, ndarray of shape (K,), or None."""
+        return None if self._n is None else self._n.copy()
+
+    @property
+    def covariates(self) -> pd.DataFrame | None:
+        """Task covariates, DataFrame indexed by task (K rows), or None."""
+        return None if self._covariates is None else self._covariates.copy()
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def n_params(self) -> int:
+        return self._estimates.shape[1]
+
+    def __len__(self) -> int:
+        return self.n_tasks
+
+    def __repr__(self) -> str:
+        extra = []
+        if self._n is not None:
+            extra.append("n")
+        if self._covariates is not None:
+            extra.append(f"covariates={list(self._covariates.columns)}")
+        estimand = f", estimand={self.estimand!r}" if self.estimand else ""
+        return (
+            f"TaskEstimates(K={self.n_tasks}, params={self._params}{estimand}"
+            + (", " + ", ".join(extra) if extra else "")
+            + ")"
+        )
+
+    # ------------------------------------------------------------------ transforms
+    def select(self, tasks: Sequence[Any]) -> TaskEstimates:
+        """A new ``TaskEstimates`` holding only ``tasks`` (in that order)."""
+        labels = [_task_label(t) for t in tasks]
+        index = {t: i for i, t in enumerate(self._tasks)}
+        missing = [t for t in labels if t not in index]
+        if missing:
+            raise EstimatesError(f"Unknown task ids: {', '.join(missing[:10])}.")
+        rows = np.array([index[t] for t in labels], dtype=int)
+        return self._replace(rows=rows)
+
+    def drop(self, tasks: Sequence[Any]) -> TaskEstimates:
+        """A new ``TaskEstimates`` without ``tasks``."""
+        labels = {_task_label(t) for t in tasks}
+        return self.select([t for t in self._tasks if t not in labels])
+
+    def inflate(self, factor: float) -> TaskEstimates:
+        """A copy with every covariance multiplied by ``factor`` (> 0)."""
+        if not np.isfinite(factor) or factor <= 0:
+            raise EstimatesError(f"inflation factor must be a positive number; got {factor}.")
+        return self._replace(covariances=self._covariances * float(factor))
+
+    def _replace(self, rows: np.ndarray | None = None, covariances: Any = None) -> TaskEstimates:
+        rows = np.arange(self.n_tasks) if rows is None else rows
+        cov = self._covariances if covariances is None else np.asarray(covariances)
+        covariates = None if self._covariates is None else self._covariates.iloc[rows]
+        kept = {self._tasks[i] for i in rows}
+        flags = self.flags[self.flags["task"].astype(str).isin(kept)] if len(self.flags) else None
+        return TaskEstimates(
+            [self._tasks[i] for i in rows],
+            self._estimates[rows],
+            cov[rows],
+            n=None if self._n is None else self._n[rows],
+            covariates=covariates,
+            params=self._params,
+            estimand=self.estimand,
+            flags=flags,
+            meta=self.meta,
+        )
+
+    # ------------------------------------------------------------------ frames and files
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table of the estimates.
+
+        Returns
+        -------
+        DataFrame
+            For p = 1: columns ``task, estimate, se[, n, covariates...]``, one row per task.
+            For p > 1: columns ``task, param, estimate, se, cov[<param>]...[, n, ...]``, one
+            row per (task, param) (the long format that :func:`read_estimates` reads back).
+        """
+        if self.n_params == 1:
+            frame = pd.DataFrame(
+                {"task": self._tasks, "estimate": self._estimates[:, 0], "se": self.se[:, 0]}
+            )
+            repeat = 1
+        else:
+            repeat = self.n_params
+            frame = pd.DataFrame(
+                {
+                    "task": np.repeat(self._tasks, repeat),
+                    "param": np.tile(self._params, self.n_tasks),
+                    "estimate": self._estimates.reshape(-1),
+                    "se": self.se.reshape(-1),
+                }
+            )
+            for j, name in enumerate(self._params):
+                frame[f"cov[{name}]"] = self._covariances[:, :, j].reshape(-1)
+        if self._n is not None:
+            frame["n"] = np.repeat(self._n, repeat)
+        if self._covariates is not None:
+            for column in self._covariates.columns:
+                frame[column] = np.repeat(self._covariates[column].to_numpy(), repeat)
+        return frame
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_frame` to CSV atomically (full float precision). Returns the path."""
+        from bayesfuse._io import atomic_write_text
+
+        text = self.to_frame().to_csv(index=False, float_format="%.17g")
+        return atomic_write_text(path, text)
+
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        task: str = "task",
+        estimate: str = "estimate",
+        se: str | None = "se",
+        *,
+        variance: str | None = None,
+        n: str | None = None,
+        covariates: Sequence[str] | None = None,
+        param: str | None = None,
+        estimand: str | None = None,
+    ) -> TaskEstimates:
+        """Build from a table.
+
+        Parameters
+        ----------
+        df : DataFrame
+            One row per task (scalar θ), or one row per (task, param) with ``param`` given.
+        task, estimate : str
+            Column names of the task id and of θ̂.
+        se, variance : str, optional
+            Column of the standard error, or of the variance (give one of them).
+        n : str, optional
+            Column of the sample size.
+        covariates : sequence of str, optional
+            Columns of task-level covariates (constant within a task).
+        param : str, optional
+            Column naming the parameter, for vector θ in long format. The covariance then
+            comes from columns ``cov[<param name>]`` when present (else diagonal from se).
+        estimand : str, optional
+            Label of what θ is.
+        """
+        if not isinstance(df, pd.DataFrame):
+            raise EstimatesError(f"from_frame needs a pandas DataFrame; got {type(df).__name__}.")
+        value_col = variance if variance is not None else se
+        if value_col is None:
+            raise EstimatesError("Give the standard-error column (se=...) or variance=...")
+        needed = [task, estimate, value_col] + ([param] if param else [])
+        needed += [n] if n else []
+        needed += list(covariates or [])
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise EstimatesError(
+                f"Missing column(s) {missing}; the table has {list(df.columns)}. "
+                "Name them with task=, estimate=, se= (or variance=), n=, covariates=."
+            )
+        if len(df) == 0:
+            raise EstimatesError("The estimates table is empty.")
+        if df[task].isna().any():
+            raise EstimatesError(f"Column '{task}' has missing task ids.")
+        numeric_cols = [estimate, value_col] + ([n] if n else []) + list(covariates or [])
+        for column in numeric_cols:
+            values = pd.to_numeric(df[column], errors="coerce")
+            bad = values.isna() & df[column].notna()
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise EstimatesError(
+                    f"Column '{column}' must be numeric; task '{_task_label(df[task].iloc[row])}' "
+                    f"has {df[column].iloc[row]!r}."
+                )
+            if values.isna().any():
+                row = int(np.flatnonzero(values.isna().to_numpy())[0])
+                raise EstimatesError(
+                    f"Column '{column}' has a missing value for task "
+                    f"'{_task_label(df[task].iloc[row])}'."
+                )
+        if param is None:
+            tasks = df[task].tolist()
+            values = pd.to_numeric(df[value_col]).to_numpy(dtype=float)
+            if variance is None:
+                labels = [_task_label(t) for t in tasks]
+                for k in np.flatnonzero(~(values > 0) | ~np.isfinite(values)):
+                    raise EstimatesError(
+                        f"Task '{labels[k]}': standard error must be a finite number > 0; "
+                        f"got {values[k]}."
+                    )
+                values = values**2
+            cov_frame = df.set_index(df[task].map(_task_label))[list(covariates)] if covariates else None
+            return cls(
+                tasks,
+                pd.to_numeric(df[estimate]).to_numpy(dtype=float),
+                values,
+                n=None if n is None else pd.to_numeric(df[n]).to_numpy(dtype=float),
+                covariates=_task_level(cov_frame, covariates) if covariates else None,
+                estimand=estimand,
+            )
+        return _from_long_frame(df, task, estimate, value_col, variance is not None, param, n,
+                                covariates, estimand, cls)
+
+
+def _task_level(frame: pd.DataFrame | None, columns: Sequence[str] | None) -> pd.DataFrame | None:
+    if frame is None or not columns:
+        return None
+    return frame.astype(float)
+
+
+def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covariates, estimand,
+                     cls):
+    labels = df[task].map(_task_label)
+    param_names = list(dict.fromkeys(df[param].astype(str)))
+    tasks = list(dict.fromkeys(labels))
+    counts = labels.value_counts()
+    bad = counts[counts != len(param_names)]
+    if len(bad):
+        raise EstimatesError(
+            f"Task '{bad.index[0]}' has {int(bad.iloc[0])} rows; each task needs one row per "
+            f"parameter ({len(param_names)}: {param_names})."
+        )
+    frame = df.assign(_task=labels, _param=df[param].astype(str))
+    if frame.duplicated(["_task", "_param"]).any():
+        dup = frame[frame.duplicated(["_task", "_param"])].iloc[0]
+        raise EstimatesError(f"Task '{dup['_task']}' has parameter '{dup['_param']}' twice.")
+    frame = frame.set_index(["_task", "_param"]).loc[pd.MultiIndex.from_product([tasks, param_names])]
+    n_tasks, n_params = len(tasks), len(param_names)
+    theta_hat = pd.to_numeric(frame[estimate]).to_numpy(dtype=float).reshape(n_tasks, n_params)
+    cov_cols = [f"cov[{name}]" for name in param_names]
+    if all(c in frame.columns for c in cov_cols):
+        cov = np.stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+                        for c in cov_cols], axis=-1).reshape(n_tasks, n_params, n_params)
+        if np.isnan(cov).any():
+            k = int(np.flatnonzero(np.isnan(cov).any(axis=(1, 2)))[0])
+            raise EstimatesError(f"Task '{tasks[k]}': covariance columns must be numeric.")
+    else:
+        values = pd.to_numeric(frame[value_col]).to_numpy(dtype=float).reshape(n_tasks, n_params)
+        cov = values if is_variance else values**2
+        if not is_variance:
+            for k in np.flatnonzero((values <= 0).any(axis=1)):
+                raise EstimatesError(f"Task '{tasks[k]}': standard error must be > 0.")
+    per_task = frame.groupby(level=0, sort=False)
+    n_values = None
+    if n:
+        _check_constant(per_task, n)
+        n_values = per_task[n].first().loc[tasks].to_numpy(dtype=float)
+    cov_frame = None
+    if covariates:
+        for column in covariates:
+            _check_constant(per_task, column)
+        cov_frame = per_task[list(covariates)].first().loc[tasks].astype(float)
+    return cls(tasks, theta_hat, cov, n=n_values, covariates=cov_frame, params=param_names,
+               estimand=estimand)
+
+
+def _check_constant(groups, column: str) -> None:
+    spread = groups[column].nunique()
+    if (spread > 1).any():
+        raise EstimatesError(
+            f"Column '{column}' must be constant within a task; task '{spread.index[spread > 1][0]}'"
+            " has several values."
+        )
+
+
+def _validate_covariates(covariates: Any, tasks: list[str]) -> pd.DataFrame | None:
+    if covariates is None:
+        return None
+    if isinstance(covariates, Mapping) and not isinstance(covariates, pd.DataFrame):
+        covariates = pd.DataFrame(dict(covariates))
+    if isinstance(covariates, pd.DataFrame):
+        frame = covariates.copy()
+        index = [_task_label(t) for t in frame.index]
+        if set(index) >= set(tasks) and len(frame) >= len(tasks) and frame.index.is_unique:
+            frame.index = index
+            frame = frame.loc[tasks]
+        elif len(frame) != len(tasks):
+            raise EstimatesError(
+                f"covariates must have one row per task ({len(tasks)}); got {len(frame)} rows."
+            )
+    else:
+        array = _as_float_array(covariates, "covariates")
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2 or array.shape[0] != len(tasks):
+            raise EstimatesError(
+                f"covariates must have shape (K, q) with K = {len(tasks)}; got {array.shape}."
+            )
+        frame = pd.DataFrame(array, columns=[f"z{j}" for j in range(array.shape[1])])
+    frame.index = pd.Index(tasks, name="task")
+    frame.columns = [str(c) for c in frame.columns]
+    for column in frame.columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any():
+            k = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise EstimatesError(
+                f"Task '{tasks[k]}': covariate '{column}' is missing or not numeric "
+                f"({frame[column].iloc[k]!r})."
+            )
+        if not np.isfinite(values.to_numpy(dtype=float)).all():
+            k = int(np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))[0])
+            raise EstimatesError(f"Task '{tasks[k]}': covariate '{column}' is not finite.")
+        frame[column] = values.astype(float)
+    return frame
+
+
+# ---------------------------------------------------------------------- reading files
+def read_estimates(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> TaskEstimates:
+    """Read estimates from a CSV file or from one or several site summary JSON files.
+
+    Parameters
+    ----------
+    path : path or sequence of paths
+        A CSV (scalar: ``task, estimate, se[, n, covariates...]``; vector: long format with a
+        ``param`` column and ``cov[<param>]`` columns) or summary JSON file(s) written by
+        ``bayesfuse site``. Several paths are merged (all JSON, or all CSV).
+
+    Returns
+    -------
+    TaskEstimates
+    """
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    if not paths:
+        raise EstimatesError("No estimates file given.")
+    parts = [_read_one(Path(p)) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    return _merge(parts, [str(p) for p in paths])
+
+
+def _read_one(path: Path) -> TaskEstimates:
+    if not path.exists():
+        raise EstimatesError(f"Estimates file not found: {path}")
+    if not path.is_file():
+        raise EstimatesError(f"Not a file: {path}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise EstimatesError(f"{path}: file is {size / 1e6:.0f} MB, above the 200 MB limit.")
+    if size == 0:
+        raise EstimatesError(f"{path}: file is empty.")
+    if path.suffix.lower() == ".json":
+        from bayesfuse.summary import read_summary
+
+        return read_summary(path)
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EstimatesError(f"{path}: not a readable CSV file ({first}).") from None
+    try:
+        return _frame_to_estimates(df)
+    except EstimatesError as exc:
+        raise EstimatesError(f"{path}: {exc}") from None
+
+
+def _frame_to_estimates(df: pd.DataFrame) -> TaskEstimates:
+    columns = list(df.columns)
+    if "task" not in columns or "estimate" not in columns:
+        raise EstimatesError(
+            f"an estimates CSV needs columns 'task', 'estimate' and 'se' (or 'variance'); "
+            f"found {columns}."
+        )
+    if "se" in columns:
+        se, variance = "se", None
+    elif "variance" in columns:
+        se, variance = None, "variance"
+    else:
+        raise EstimatesError(f"an estimates CSV needs an 'se' or 'variance' column; found {columns}.")
+    covariates = [c for c in columns if c not in _RESERVED and not _COV_COL.match(str(c))]
+    return TaskEstimates.from_frame(
+        df,
+        task="task",
+        estimate="estimate",
+        se=se,
+        variance=variance,
+        n="n" if "n" in columns else None,
+        covariates=covariates or None,
+        param="param" if "param" in columns else None,
+    )
+
+
+def _merge(parts: list[TaskEstimates], sources: list[str]) -> TaskEstimates:
+    first = parts[0]
+    for part, source in zip(parts[1:], sources[1:], strict=True):
+        if part.params != first.params:
+            raise EstimatesError(
+                f"{source}: parameters {part.params} differ from {first.params} in {sources[0]}."
+            )
+        if (part.estimand or first.estimand) and part.estimand != first.estimand:
+            raise EstimatesError(
+                f"{source}: estimand '{part.estimand}' differs from '{first.estimand}' in "
+                f"{sources[0]}; fuse only estimates of the same quantity."
+            )
+    owner: dict[str, str] = {}
+    for part, source in zip(parts, sources, strict=True):
+        for t in part.tasks:
+            if t in owner:
+                raise EstimatesError(f"Task id '{t}' appears in both {owner[t]} and {source}.")
+            owner[t] = source
+    has_n = all(p.n is not None for p in parts)
+    has_cov = all(p.covariates is not None for p in parts)
+    covariates = None
+    if has_cov:
+        covariates = pd.concat([p.covariates for p in parts])
+        if covariates.isna().any().any():
+            raise EstimatesError("Task covariates differ between files; give the same columns.")
+    flags = pd.concat([p.flags for p in parts if len(p.flags)] or [first.flags])
+    meta = {"sources": sources}
+    return TaskEstimates(
+        [t for p in parts for t in p.tasks],
+        np.concatenate([p.estimates for p in parts]),
+        np.concatenate([p.covariances for p in parts]),
+        n=np.concatenate([p.n for p in parts]) if has_n else None,
+        covariates=covariates,
+        params=first.params,
+        estimand=first.estimand,
+        flags=flags,
+        meta=meta,
+    )
+
+
+def estimates_to_json_dict(est: TaskEstimates) -> dict[str, Any]:
+    """Plain-JSON description of the estimates (used in result metadata)."""
+    return json.loads(json.dumps({
+        "tasks": est.tasks, "params": est.params, "estimand": est.estimand,
+    }))
