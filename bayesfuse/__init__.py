@@ -7,11 +7,16 @@ task-similarity prior and returns a :class:`FusionResult`.
 
 from __future__ import annotations
 
+import warnings as _warnings
+
 from bayesfuse import _hostdevices  # noqa: F401  (must run before JAX starts)
 from bayesfuse.errors import BayesfuseError
 from bayesfuse.estimates import TaskEstimates, read_estimates
 
 __version__ = "0.1.0"
+
+# ArviZ 0.2x announces its 1.0 refactor on import; bayesfuse pins arviz < 1.
+_warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
 __all__ = [
     "BayesfuseError",

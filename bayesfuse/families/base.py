@@ -1,0 +1,277 @@
+"""The contract every model family fulfils, and helpers they share.
+
+A family is one module with one :class:`Family` subclass, registered with
+:func:`register`. It provides, for the data of a :class:`~bayesfuse.TaskEstimates`:
+
+* ``prior_blocks`` / ``default_priors``: its hyperparameters and data-scaled defaults;
+* ``model``: the NumPyro model, collapsed (θ integrated out) or plain (θ sampled);
+* ``draw_theta``: an exact draw of θ | φ, θ̂ for one posterior draw of φ;
+* ``pointwise_loglik``: log p(θ̂ₖ | θ̂₋ₖ, φ) per task (the marginal when tasks are
+  conditionally independent given φ), used for PSIS-LOO;
+* ``draw_new_task``: θ for an unseen task given φ;
+* ``pooling_weight``: the weight of the prior mean in E[θₖ | φ, θ̂] (shrinkage);
+* ``similarity``: its task-similarity output.
+
+Per-draw functions take one draw of the sampled sites (no leading draw axis); the sampler
+maps them over draws. Nothing in the sampler, result or report code is family-specific.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesfuse.errors import SpecError
+from bayesfuse.estimates import TaskEstimates
+from bayesfuse.priors import Prior, PriorBlock, format_number, stacked_args
+
+__all__ = ["Family", "FAMILIES", "register", "get_family", "block_distribution", "DataScale"]
+
+FAMILIES: dict[str, type[Family]] = {}
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator adding a family to :data:`FAMILIES` under ``cls.name``."""
+    FAMILIES[cls.name] = cls
+    for alias in cls.aliases:
+        FAMILIES[alias] = cls
+    return cls
+
+
+def get_family(name: str) -> type[Family]:
+    """The family class registered as ``name``."""
+    from bayesfuse import families  # noqa: F401  (fills the registry)
+
+    if name not in FAMILIES:
+        raise SpecError(
+            f"Unknown model family '{name}'. Valid families: {', '.join(sorted(FAMILIES))}."
+        )
+    return FAMILIES[name]
+
+
+def block_distribution(priors: Sequence[Prior]):
+    """A NumPyro distribution with event shape (n,) from one prior per element."""
+    args = [jnp.asarray(a) for a in stacked_args(priors)]
+    return priors[0].numpyro(args).to_event(1)
+
+
+def _round2(value: float) -> float:
+    """Round to two significant digits (stated priors read '0.41', not '0.40987')."""
+    if value <= 0 or not np.isfinite(value):
+        return 1.0
+    return float(f"{value:.2g}")
+
+
+class DataScale:
+    """Per-parameter scales of the estimates, for weakly-informative default priors.
+
+    ``spread[j] = max(sd_k θ̂ₖⱼ, median_k seₖⱼ)`` — the size of task-to-task variation
+    that the data could show; ``magnitude[j] = max(|mean_k θ̂ₖⱼ|, spread[j])``.
+    """
+
+    def __init__(self, est: TaskEstimates) -> None:
+        theta_hat = est.estimates
+        se = est.se
+        sd = theta_hat.std(axis=0, ddof=1) if est.n_tasks > 1 else np.zeros(est.n_params)
+        self.spread = np.maximum(sd, np.median(se, axis=0))
+        self.magnitude = np.maximum(np.abs(theta_hat.mean(axis=0)), self.spread)
+
+    def normal(self, factor: float) -> list[str]:
+        """``normal(0, factor·magnitude)`` per parameter."""
+        return [f"normal(0, {format_number(_round2(factor * m))})" for m in self.magnitude]
+
+    def halfnormal(self, factor: float) -> list[str]:
+        """``halfnormal(factor·spread)`` per parameter."""
+        return [f"halfnormal({format_number(_round2(factor * s))})" for s in self.spread]
+
+
+class Family(ABC):
+    """Base class of the task-similarity priors.
+
+    Parameters
+    ----------
+    estimates : TaskEstimates
+        The stage-1 estimates to fuse.
+    options : mapping
+        Family options (see ``option_defaults`` of each family).
+    """
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    option_defaults: ClassVar[dict[str, Any]] = {}
+    collapsible: ClassVar[bool] = True
+    #: what ``similarity()`` holds, in words
+    similarity_kind: ClassVar[str] = "posterior correlation of θ"
+
+    def __init__(self, estimates: TaskEstimates, options: Mapping[str, Any] | None = None):
+        options = dict(options or {})
+        unknown = set(options) - set(self.option_defaults)
+        if unknown:
+            valid = ", ".join(sorted(self.option_defaults)) or "none"
+            raise SpecError(
+                f"Unknown option(s) {sorted(unknown)} for family '{self.name}'. "
+                f"Valid options: {valid}."
+            )
+        self.options = {**self.option_defaults, **options}
+        self.estimates = estimates
+        #: resolved priors (block name -> one Prior per element), set by ``bind_priors``
+        self.priors: dict[str, list[Prior]] = {}
+        self.scale = DataScale(estimates)
+        self.setup()
+
+    def bind_priors(self, user: Mapping[str, str] | None) -> dict[str, list[Prior]]:
+        """Resolve defaults and user overrides into ``self.priors`` and return them."""
+        from bayesfuse.priors import resolve_priors
+
+        self.priors = resolve_priors(self.prior_blocks(), self.default_priors(), user)
+        return self.priors
+
+    # ------------------------------------------------------------------ to override
+    def setup(self) -> None:
+        """Validate options against the estimates; derive family data."""
+
+    @abstractmethod
+    def prior_blocks(self) -> list[PriorBlock]:
+        """The hyperparameter blocks that take priors."""
+
+    @abstractmethod
+    def default_priors(self) -> dict[str, str | list[str]]:
+        """Data-scaled default prior strings per block (one string or one per element)."""
+
+    def data(self) -> dict[str, np.ndarray]:
+        """Model inputs (arrays only, so that a compiled model is reused across data)."""
+        cov = self.estimates.covariances
+        return {
+            "theta_hat": self.estimates.estimates,
+            "cov": cov,
+            "cov_chol": np.linalg.cholesky(cov),
+        }
+
+    @abstractmethod
+    def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool, **data: Any) -> None:
+        """The NumPyro model; observes ``theta_hat`` (``None`` for prior predictive)."""
+
+    @abstractmethod
+    def hyper_dims(self) -> dict[str, list[str]]:
+        """Sampled or deterministic sites reported as hyperparameters, with their dims
+        (``"param"``, ``"param_b"``, ``"cluster"``, ``"covariate"``, ...)."""
+
+    def hyper_coords(self) -> dict[str, list[str]]:
+        """Coordinates of family-specific dims used in ``hyper_dims``."""
+        return {}
+
+    @abstractmethod
+    def draw_theta(self, key: jax.Array, data: Mapping[str, Any],
+                   draw: Mapping[str, Any]) -> jax.Array:
+        """One exact draw of θ | φ, θ̂ of shape (K, p) for one draw ``draw`` of φ."""
+
+    @abstractmethod
+    def pointwise_loglik(self, data: Mapping[str, Any], draw: Mapping[str, Any]) -> jax.Array:
+        """log p(θ̂ₖ | θ̂₋ₖ, φ) per task, shape (K,)."""
+
+    @abstractmethod
+    def draw_new_task(self, key: jax.Array, data: Mapping[str, Any], draw: Mapping[str, Any],
+                      covariates: jax.Array | None) -> jax.Array:
+        """θ of an unseen task given φ, shape (p,)."""
+
+    def pooling_weight(self, data: Mapping[str, Any], draw: Mapping[str, Any]) -> jax.Array:
+        """Weight of the prior mean in E[θₖ | φ, θ̂], shape (K, p) (0 = no pooling)."""
+        return jnp.zeros_like(data["theta_hat"])
+
+    def extra_draws(self, key: jax.Array, data: Mapping[str, Any],
+                    draw: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """Further per-draw posterior quantities (e.g. cluster memberships)."""
+        return {}
+
+    def extra_dims(self) -> dict[str, list[str]]:
+        """Dims of the ``extra_draws`` outputs (without chain/draw)."""
+        return {}
+
+    def similarity(self, result: Any) -> np.ndarray:
+        """K×K task-similarity matrix from a :class:`~bayesfuse.FusionResult`."""
+        return correlation_of_theta(result)
+
+    def new_task_covariates(self, covariates: Any) -> jax.Array | None:
+        """Validate covariates given for a new task (families without covariates: none)."""
+        if covariates is not None:
+            raise SpecError(f"Family '{self.name}' does not use task covariates; "
+                            "call predict_new_task() without covariates.")
+        return None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def params(self) -> list[str]:
+        return self.estimates.params
+
+    @property
+    def n_params(self) -> int:
+        return self.estimates.n_params
+
+
+def correlation_of_theta(result: Any) -> np.ndarray:
+    """Posterior correlation between tasks' θ, averaged over parameters, shape (K, K)."""
+    theta = result.idata.posterior["theta"]
+    draws = theta.stack(sample=("chain", "draw")).transpose("sample", "task", "param").values
+    centred = draws - draws.mean(axis=0)
+    cov = np.einsum("skp,slp->pkl", centred, centred) / (draws.shape[0] - 1)
+    sd = np.sqrt(np.clip(np.einsum("pkk->pk", cov), 1e-300, None))
+    corr = cov / (sd[:, :, None] * sd[:, None, :])
+    return corr.mean(axis=0)
+
+
+def mvn_logpdf(x: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
+    """Batched multivariate normal log density via Cholesky, shapes (..., p) -> (...)."""
+    chol = jnp.linalg.cholesky(cov)
+    diff = x - mean
+    sol = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
+    p = x.shape[-1]
+    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return -0.5 * (jnp.sum(sol**2, axis=-1) + logdet + p * jnp.log(2 * jnp.pi))
+
+
+def gaussian_conditional_draw(key: jax.Array, mean: jax.Array, prior_chol: jax.Array,
+                              theta_hat: jax.Array, cov_chol: jax.Array) -> jax.Array:
+    """Exact draw of θₖ | θ̂ₖ for θₖ ~ N(meanₖ, Tₖ), θ̂ₖ | θₖ ~ N(θₖ, Vₖ), all k at once.
+
+    Matheron's rule: θ = m + u + T (T + V)⁻¹ (θ̂ − m − u − e) with u ~ N(0, T),
+    e ~ N(0, V). It needs only solves with T + V (never T⁻¹), so it stays exact and stable
+    as T → 0 (full pooling).
+
+    Parameters
+    ----------
+    key : PRNG key
+    mean : array of shape (K, p)
+    prior_chol : array of shape (K, p, p) or (p, p)
+        Cholesky factor of Tₖ.
+    theta_hat : array of shape (K, p)
+    cov_chol : array of shape (K, p, p)
+        Cholesky factor of Vₖ.
+
+    Returns
+    -------
+    array of shape (K, p)
+    """
+    k_u, k_e = jax.random.split(key)
+    shape = theta_hat.shape
+    prior_chol = jnp.broadcast_to(prior_chol, shape + shape[-1:])
+    u = jnp.einsum("kij,kj->ki", prior_chol, jax.random.normal(k_u, shape))
+    e = jnp.einsum("kij,kj->ki", cov_chol, jax.random.normal(k_e, shape))
+    prior_cov = prior_chol @ jnp.swapaxes(prior_chol, -1, -2)
+    total = prior_cov + cov_chol @ jnp.swapaxes(cov_chol, -1, -2)
+    resid = theta_hat - mean - u - e
+    chol = jnp.linalg.cholesky(total)
+    solved = jax.scipy.linalg.cho_solve((chol, True), resid[..., None])[..., 0]
+    return mean + u + jnp.einsum("kij,kj->ki", prior_cov, solved)
+
+
+def pooling_weight_gaussian(prior_cov: jax.Array, cov: jax.Array) -> jax.Array:
+    """diag(Vₖ (Tₖ + Vₖ)⁻¹): weight of the prior mean in E[θₖ], shape (K, p)."""
+    total = prior_cov + cov
+    weight = jnp.swapaxes(jnp.linalg.solve(total, jnp.swapaxes(cov, -1, -2)), -1, -2)
+    return jnp.diagonal(weight, axis1=-2, axis2=-1)

@@ -1,0 +1,188 @@
+"""`fuse`: stage 2, from ``TaskEstimates`` to a ``FusionResult``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import replace
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from bayesfuse.errors import BayesfuseError, ConvergenceWarning, EstimatesError, SpecError
+from bayesfuse.estimates import TaskEstimates
+from bayesfuse.families.base import Family, get_family
+from bayesfuse.priors import prior_strings
+from bayesfuse.spec import ModelSpec, load_spec
+
+__all__ = ["fuse", "prepare"]
+
+BACKENDS = ("numpyro", "pymc")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for package in ("bayesfuse", "numpyro", "jax", "arviz", "pymc"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def prepare(
+    estimates: TaskEstimates | pd.DataFrame,
+    model: str | os.PathLike[str] | Mapping[str, Any] | ModelSpec = "exchangeable",
+    priors: Mapping[str, str] | None = None,
+    *,
+    chains: int | None = None,
+    draws: int | None = None,
+    warmup: int | None = None,
+    target_accept: float | None = None,
+    chain_method: str | None = None,
+    **options: Any,
+) -> tuple[TaskEstimates, ModelSpec, Family]:
+    """Validate inputs and build the spec and family of a fit (no sampling)."""
+    if isinstance(estimates, pd.DataFrame):
+        estimates = TaskEstimates.from_frame(estimates)
+    if not isinstance(estimates, TaskEstimates):
+        raise EstimatesError(
+            f"fuse() needs a TaskEstimates (or a DataFrame with task, estimate, se); got "
+            f"{type(estimates).__name__}. Use bf.read_estimates(path) for files."
+        )
+    spec = load_spec(model)
+    overrides = {k: v for k, v in {"chains": chains, "draws": draws, "warmup": warmup,
+                                   "target_accept": target_accept,
+                                   "chain_method": chain_method}.items() if v is not None}
+    sampler = replace(spec.sampler, **overrides).validated() if overrides else spec.sampler
+    merged_options = {**spec.options, **options}
+    family_cls = get_family(spec.family)
+    family = family_cls(estimates, merged_options)
+    # a spec's priors for blocks this data does not have (corr when p = 1) are skipped;
+    # priors given by the caller are checked strictly
+    present = {b.name for b in family.prior_blocks()}
+    merged_priors = {k: v for k, v in spec.priors.items() if k.split("[")[0] in present}
+    merged_priors.update(dict(priors or {}))
+    family.bind_priors(merged_priors)
+    spec = ModelSpec(family=family.name, options=dict(family.options), priors=merged_priors,
+                     sampler=sampler, source=spec.source)
+    return estimates, spec, family
+
+
+def fuse(
+    estimates: TaskEstimates | pd.DataFrame,
+    model: str | os.PathLike[str] | Mapping[str, Any] | ModelSpec = "exchangeable",
+    priors: Mapping[str, str] | None = None,
+    *,
+    chains: int | None = None,
+    draws: int | None = None,
+    warmup: int | None = None,
+    target_accept: float | None = None,
+    seed: int = 0,
+    backend: str = "numpyro",
+    collapsed: bool = True,
+    chain_method: str | None = None,
+    prior_draws: int = 500,
+    warn: bool = True,
+    **options: Any,
+):
+    """Fit a hierarchical model with a task-similarity prior to per-task estimates.
+
+    Parameters
+    ----------
+    estimates : TaskEstimates or DataFrame
+        Stage-1 estimates θ̂ₖ (K×p) with covariances Vₖ.
+    model : str, path, mapping or ModelSpec
+        A shipped model name (``"exchangeable"``, ``"pooled"``, ``"independent"``...), the
+        path of a TOML spec, or a mapping with the spec's structure.
+    priors : mapping, optional
+        Prior overrides, e.g. ``{"tau": "halfnormal(2)", "mu[math]": "normal(0, 1)"}``.
+        Unnamed hyperparameters get weakly-informative defaults scaled to the data; the
+        priors used are in ``result.priors``.
+    chains, draws, warmup, target_accept : optional
+        NUTS settings (default: the spec's ``[sampler]`` table: 4 chains, 1000 + 1000).
+    seed : int
+        Random seed; the same seed gives identical draws.
+    backend : {"numpyro", "pymc"}
+        Sampler backend.
+    collapsed : bool
+        Integrate θ out analytically and sample only the hyperparameters (default). With
+        ``False`` the plain non-centred model is sampled (for checking).
+    chain_method : {"auto", "parallel", "vectorized", "sequential"}, optional
+    prior_draws : int
+        Draws kept in the ``prior`` group.
+    warn : bool
+        Emit a ``ConvergenceWarning`` when the diagnostics fail.
+    **options
+        Family options (e.g. ``robust=True`` for ``exchangeable``).
+
+    Returns
+    -------
+    FusionResult
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=1)          # doctest: +SKIP
+    >>> fit.summary()[["task", "mean", "eti_low", "eti_high"]]    # doctest: +SKIP
+    """
+    from bayesfuse.result import FusionResult
+    from bayesfuse.sampler import run_numpyro
+
+    if backend not in BACKENDS:
+        raise SpecError(f"Unknown backend '{backend}'. Valid backends: {', '.join(BACKENDS)}.")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise SpecError(f"seed must be a non-negative integer; got {seed!r}.")
+    estimates, spec, family = prepare(
+        estimates, model, priors, chains=chains, draws=draws, warmup=warmup,
+        target_accept=target_accept, chain_method=chain_method, **options)
+    if backend == "pymc":
+        from bayesfuse.backends import pymc as pymc_backend
+
+        samples = pymc_backend.run_pymc(family, spec.sampler, seed, collapsed=collapsed,
+                                        prior_draws=prior_draws)
+    else:
+        samples = run_numpyro(family, spec.sampler, seed, collapsed=collapsed,
+                              prior_draws=prior_draws)
+    meta = {
+        "family": family.name,
+        "spec": spec.to_dict(),
+        "priors": prior_strings(family.priors, family.prior_blocks()),
+        "seed": seed,
+        "backend": backend,
+        "collapsed": bool(collapsed and family.collapsible),
+        "chain_method": samples.chain_method,
+        "estimand": estimates.estimand,
+        "flags": estimates.flags.astype(str).to_dict(orient="records"),
+        "estimates_meta": _jsonable(estimates.meta),
+        "timings": samples.timings,
+        "versions": _versions(),
+    }
+    from bayesfuse.convert import build_idata
+
+    idata = build_idata(family, estimates, samples, meta)
+    result = FusionResult(idata, estimates=estimates, family=family)
+    if warn:
+        try:
+            diagnostics = result.diagnostics()
+        except BayesfuseError:  # pragma: no cover - diagnostics never block a result
+            diagnostics = None
+        if diagnostics is not None and not diagnostics.ok:
+            warnings.warn(
+                "Sampler diagnostics failed: " + "; ".join(diagnostics.advice),
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)
