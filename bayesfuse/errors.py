@@ -14,6 +14,7 @@ __all__ = [
     "PriorError",
     "SpecError",
     "FitError",
+    "CliUsageError",
     "BayesfuseWarning",
     "TaskWarning",
     "ConvergenceWarning",
@@ -42,6 +43,10 @@ class SpecError(BayesfuseError, ValueError):
 
 class FitError(BayesfuseError, RuntimeError):
     """A fit that cannot be run or a saved fit that cannot be read."""
+
+
+class CliUsageError(BayesfuseError, ValueError):
+    """Bad command-line input (a flag value, an output path)."""
 
 
 class BayesfuseWarning(UserWarning):

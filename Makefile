@@ -1,0 +1,37 @@
+# bayesfuse developer commands. `make demo` and `make test` create or refresh .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test test-all lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/bayesfuse demo
+
+lint: venv
+	$(BIN)/ruff check bayesfuse tests benchmarks scripts
+
+# pytest exits 5 when it collected no tests: a broken suite, reported as a failure.
+test: venv lint
+	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+test-all: venv lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "slow or not slow"
+
+format: venv
+	$(BIN)/ruff check --fix bayesfuse tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

@@ -1,0 +1,312 @@
+"""The ``bayesfuse`` command line: a thin layer over the public API.
+
+Errors in the input are printed as one line on stderr (``error: ...``) with exit code 2,
+never a traceback (set ``BAYESFUSE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bayesfuse.errors import BayesfuseError, CliUsageError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Bayesian late fusion of per-task debiased estimates.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+CliError = CliUsageError
+
+
+def _parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise CliError(f"{what} must look like name=value (e.g. tau=halfnormal(2)); got {item!r}.")
+        key, value = item.split("=", 1)
+        if not key.strip():
+            raise CliError(f"{what} needs a name before '=': {item!r}.")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _option_value(text: str):
+    """Family option values from the command line: bool, int, float or string."""
+    lowered = text.lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _check_output(path: Path, force: bool) -> Path:
+    if path.exists() and not force:
+        raise CliError(f"{path} exists; add --force to overwrite it.")
+    if path.parent and not path.parent.exists():
+        raise CliError(f"Cannot write {path}: folder {path.parent} does not exist.")
+    return path
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise CliError(f"Data file not found: {path}")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CliError(f"{path}: not a readable CSV file ({first}).") from None
+
+
+def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
+    summary = fit.summary(ci_prob)
+    pct = f"{ci_prob:.0%}"
+    table = Table(title=f"Fused estimates ({fit.model}, {pct} equal-tailed intervals)")
+    for column in ("task", "param", "stage 1 (se)", "fused mean", f"{pct} interval", "shrinkage"):
+        table.add_column(column, justify="right" if column != "task" else "left")
+    show_param = len(fit.params) > 1
+    for row in summary.head(max_rows).itertuples():
+        table.add_row(
+            str(row.task), str(row.param) if show_param else "",
+            f"{row.estimate:.3f} ({row.se:.3f})", f"{row.mean:.3f}",
+            f"[{row.eti_low:.3f}, {row.eti_high:.3f}]", f"{row.shrinkage:.2f}",
+        )
+    out.print(table)
+    if len(summary) > max_rows:
+        out.print(f"... {len(summary) - max_rows} more rows (use --summary FILE.csv)")
+    hyper = fit.hyper_summary(ci_prob)
+    if len(hyper):
+        htable = Table(title="Hyperparameters")
+        for column in ("name", "mean", "sd", f"{pct} interval", "r_hat", "ess_bulk", "prior"):
+            htable.add_column(column, justify="left" if column in ("name", "prior") else "right")
+        for name, row in hyper.head(40).iterrows():
+            htable.add_row(name, f"{row['mean']:.3f}", f"{row['sd']:.3f}",
+                           f"[{row['eti_low']:.3f}, {row['eti_high']:.3f}]",
+                           f"{row['r_hat']:.3f}", f"{row['ess_bulk']:.0f}", row["prior"])
+        out.print(htable)
+    _print_diagnostics(fit)
+
+
+def _print_diagnostics(fit) -> None:
+    diag = fit.diagnostics()
+    if diag.ok:
+        out.print("[green]Diagnostics: PASS[/green] (R-hat < 1.01, ESS >= 400, no divergences, "
+                  "E-BFMI > 0.3, no tree-depth saturation)")
+    else:
+        out.print("[red]Diagnostics: FAIL[/red]")
+        for advice in diag.advice:
+            out.print(f"  - {advice}")
+
+
+@app.command()
+def estimate(
+    data: Annotated[Path, typer.Argument(help="Individual-level CSV (one row per unit).")],
+    task: Annotated[str, typer.Option(help="Column with the task id (site, school...).")],
+    outcome: Annotated[str, typer.Option(help="Outcome column.")],
+    treatment: Annotated[str, typer.Option(help="Treatment column (0/1 for ate/atte).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Estimates CSV to write.")],
+    covariates: Annotated[str | None, typer.Option(help="Comma-separated covariates.")] = None,
+    estimand: Annotated[str, typer.Option(help="ate | atte | plr")] = "ate",
+    learner: Annotated[str, typer.Option(help="gbm | rf | lasso | linear")] = "gbm",
+    folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
+    n_jobs: Annotated[int, typer.Option(help="Parallel tasks (-1: all cores).")] = -1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    min_n: Annotated[int, typer.Option(help="Exclude tasks with fewer rows.")] = 20,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
+) -> None:
+    """Stage 1: per-task double/debiased ML estimates -> estimates CSV."""
+    from bayesfuse.stage1 import estimate_tasks
+
+    _check_output(output, force)
+    frame = _read_table(data)
+    columns = [c.strip() for c in covariates.split(",") if c.strip()] if covariates else None
+    est = _run_stage1(estimate_tasks, frame, task=task, outcome=outcome, treatment=treatment,
+                      covariates=columns, estimand=estimand, learner=learner, folds=folds,
+                      n_jobs=n_jobs, seed=seed, min_n=min_n)
+    est.to_csv(output)
+    out.print(f"Wrote {est.n_tasks} task estimates to {output}")
+
+
+def _run_stage1(estimate_tasks, frame, **kwargs):
+    import warnings
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from bayesfuse.errors import TaskWarning
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        bar = progress.add_task("Stage 1 (DoubleML per task)", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TaskWarning)
+            est = estimate_tasks(frame, progress=update, **kwargs)
+    flags = est.flags
+    if len(flags):
+        for row in flags.itertuples():
+            err.print(f"[yellow]{row.status}[/yellow]: task {row.task}: {row.reason}")
+    return est
+
+
+@app.command()
+def fuse(
+    estimates: Annotated[list[Path], typer.Argument(help="Estimates CSV or summary JSON file(s).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Fit file to write (.nc).")],
+    model: Annotated[str, typer.Option(help="Shipped model name or a spec .toml.")] =
+    "exchangeable",
+    prior: Annotated[list[str] | None, typer.Option(help="Prior override, e.g. "
+                                                     "tau=halfnormal(2); repeatable.")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Family option, e.g. "
+                                                      "robust=true; repeatable.")] = None,
+    chains: Annotated[int | None, typer.Option(help="Number of chains.")] = None,
+    draws: Annotated[int | None, typer.Option(help="Draws per chain.")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warmup iterations per chain.")] = None,
+    target_accept: Annotated[float | None, typer.Option(help="NUTS target acceptance.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    backend: Annotated[str, typer.Option(help="numpyro | pymc")] = "numpyro",
+    summary: Annotated[Path | None, typer.Option(help="Also write the summary CSV.")] = None,
+    ci_prob: Annotated[float, typer.Option(help="Credible interval probability.")] = 0.95,
+    force: Annotated[bool, typer.Option(help="Overwrite output files.")] = False,
+) -> None:
+    """Stage 2: fuse per-task estimates with a task-similarity prior -> fit file."""
+    import warnings
+
+    from bayesfuse.errors import ConvergenceWarning
+    from bayesfuse.estimates import read_estimates
+    from bayesfuse.fusion import fuse as fuse_api
+
+    _check_output(output, force)
+    if summary is not None:
+        _check_output(summary, force)
+    est = read_estimates([str(p) for p in estimates])
+    options = {k: _option_value(v) for k, v in _parse_pairs(option, "--option").items()}
+    start = time.perf_counter()
+    with err.status(f"Sampling {model} model (K = {est.n_tasks})..."):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fit = fuse_api(est, model=model, priors=_parse_pairs(prior, "--prior"),
+                           chains=chains, draws=draws, warmup=warmup,
+                           target_accept=target_accept, seed=seed, backend=backend, **options)
+    elapsed = time.perf_counter() - start
+    _print_fit(fit, ci_prob)
+    fit.save(output)
+    out.print(f"Wrote {output} ({elapsed:.1f} s)")
+    if summary is not None:
+        from bayesfuse._io import atomic_write_text
+
+        atomic_write_text(summary, fit.summary(ci_prob).to_csv(index=False))
+        out.print(f"Wrote {summary}")
+
+
+@app.command()
+def models() -> None:
+    """List the shipped model specs."""
+    from bayesfuse.families import FAMILIES
+    from bayesfuse.spec import load_spec, shipped_models
+
+    table = Table(title="Shipped models (bayesfuse fuse --model NAME)")
+    table.add_column("name")
+    table.add_column("description")
+    for name in shipped_models():
+        spec = load_spec(name)
+        table.add_row(name, FAMILIES[spec.family].description)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    outdir: Annotated[Path, typer.Option(help="Folder for fit.nc and estimates.csv.")] =
+    Path("."),
+    learner: Annotated[str, typer.Option(help="Stage-1 learner.")] = "gbm",
+    folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
+    draws: Annotated[int, typer.Option(help="Draws per chain.")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Warmup per chain.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    n_jobs: Annotated[int, typer.Option(help="Parallel stage-1 tasks.")] = -1,
+) -> None:
+    """STAR end to end: stage 1 per school, exchangeable fusion, table and fit file."""
+    from bayesfuse.demo import run_demo
+
+    run_demo(outdir=outdir, learner=learner, folds=folds, draws=draws, warmup=warmup,
+             seed=seed, n_jobs=n_jobs, console=out, err_console=err, stage1=_run_stage1,
+             print_fit=_print_fit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning every input error into one line and exit 2."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("BAYESFUSE_DEBUG") == "1"
+    try:
+        result = command.main(args=args, prog_name="bayesfuse", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        err.print("aborted", highlight=False)
+        return 130
+    except click.UsageError as exc:
+        hint = f" (see 'bayesfuse {exc.ctx.command_path.split(' ', 1)[-1]} --help')" \
+            if exc.ctx and " " in exc.ctx.command_path else " (see 'bayesfuse --help')"
+        _error_line(exc.format_message() + hint)
+        return 2
+    except click.ClickException as exc:
+        _error_line(exc.format_message())
+        return 2
+    except BayesfuseError as exc:
+        if debug:
+            raise
+        _error_line(str(exc))
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        if debug:
+            raise
+        _error_line(f"{exc.strerror or exc}: {exc.filename}")
+        return 2
+    except KeyboardInterrupt:
+        _error_line("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: still one line, exit 1
+        if debug:
+            raise
+        _error_line(f"internal error: {type(exc).__name__}: {exc} "
+                    "(set BAYESFUSE_DEBUG=1 for the traceback and please report it)")
+        return 1
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+def _error_line(message: str) -> None:
+    text = " ".join(str(message).split())
+    sys.stderr.write(f"error: {text}\n")
+    sys.stderr.flush()
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
