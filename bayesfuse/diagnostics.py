@@ -100,19 +100,25 @@ def quantity_table(posterior, variables: list[str]) -> pd.DataFrame:
 
 
 def diagnose(idata, variables: list[str], max_tree_depth: int,
-             thresholds: Thresholds = Thresholds()) -> Diagnostics:
+             thresholds: Thresholds = Thresholds(),
+             checked: list[str] | None = None) -> Diagnostics:
     """Run every check on a fit's ``InferenceData``.
 
     Parameters
     ----------
     idata : InferenceData
     variables : list of str
-        Posterior variables to check (hyperparameters and ``theta``).
+        Posterior variables to tabulate (hyperparameters and ``theta``).
+    checked : list of str, optional
+        The variables whose R-hat and ESS enter the verdict (default: all ``variables``);
+        label-dependent ones (cluster means) are tabulated but not judged.
     max_tree_depth : int
         The sampler's maximum tree depth.
     thresholds : Thresholds
     """
-    table = quantity_table(idata.posterior, variables)
+    full_table = quantity_table(idata.posterior, variables)
+    judged = set(checked if checked is not None else variables)
+    table = full_table[full_table["variable"].isin(judged)]
     stats = idata.sample_stats
     n_chains = idata.posterior.sizes["chain"]
     divergences = int(stats["diverging"].values.sum())
@@ -172,7 +178,7 @@ def diagnose(idata, variables: list[str], max_tree_depth: int,
             f"{depth_hits} transitions hit the maximum tree depth ({max_tree_depth}): raise "
             "max_tree_depth or reparameterise"
         )
-    result = Diagnostics(table)
+    result = Diagnostics(full_table)
     result.ok = bool(checks["passed"].all()) and n_chains >= 2
     result.checks = checks
     result.advice = advice

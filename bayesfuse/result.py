@@ -122,8 +122,13 @@ class FusionResult:
 
     @property
     def hyperparameters(self) -> list[str]:
-        """Names of the posterior variables that are hyperparameters."""
-        return [v for v in self.family.hyper_dims() if v in self.idata.posterior]
+        """Names of the posterior variables reported as hyperparameters."""
+        return [v for v in self.family.summary_variables() if v in self.idata.posterior]
+
+    def structure(self) -> dict[str, pd.DataFrame]:
+        """Family-specific similarity structure: for ``cluster`` the posterior of the number
+        of occupied clusters and a point clustering; for ``gmrf`` the learned edges."""
+        return self.family.structure(self)
 
     # ------------------------------------------------------------------ tables
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
@@ -249,8 +254,14 @@ class FusionResult:
         if thresholds is None and self._diagnostics is not None:
             return self._diagnostics
         depth = int(self.meta["spec"]["sampler"]["max_tree_depth"])
-        variables = self.hyperparameters + ["theta"]
-        result = diagnose(self.idata, variables, depth, thresholds or Thresholds())
+        checked = [v for v in self.family.checked_variables() if v in self.idata.posterior]
+        variables = list(dict.fromkeys(checked + self.hyperparameters + ["theta"]))
+        result = diagnose(self.idata, variables, depth, thresholds or Thresholds(),
+                          checked=checked + ["theta"])
+        extra = self.family.extra_advice(self)
+        if extra:
+            result.advice = list(result.advice) + list(extra)
+            result.ok = False
         if thresholds is None:
             self._diagnostics = result
         return result

@@ -197,6 +197,26 @@ class Family(ABC):
         """K×K task-similarity matrix from a :class:`~bayesfuse.FusionResult`."""
         return correlation_of_theta(result)
 
+    def summary_variables(self) -> list[str]:
+        """Posterior variables listed by ``hyper_summary`` (default: all of
+        ``hyper_dims``). Label-dependent quantities (cluster means) may be left out."""
+        return list(self.hyper_dims())
+
+    def checked_variables(self) -> list[str]:
+        """Posterior variables whose R-hat/ESS enter the diagnostics verdict, besides θ.
+        Must be label-invariant (default: ``summary_variables``)."""
+        return self.summary_variables()
+
+    def structure(self, result: Any) -> dict[str, Any]:
+        """Family-specific similarity outputs as named DataFrames (e.g. the number of
+        occupied clusters, a point clustering, the learned edges). Default: none."""
+        return {}
+
+    def extra_advice(self, result: Any) -> list[str]:
+        """Family-specific diagnostic failures in words (e.g. chains that found different
+        clusterings). A non-empty list fails the verdict."""
+        return []
+
     def new_task_covariates(self, covariates: Any) -> jax.Array | None:
         """Validate covariates given for a new task (families without covariates: none)."""
         if covariates is not None:
