@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -261,19 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("BAYESFUSE_DEBUG") == "1"
     try:
         result = command.main(args=args, prog_name="bayesfuse", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        err.print("aborted", highlight=False)
-        return 130
-    except click.UsageError as exc:
-        hint = f" (see 'bayesfuse {exc.ctx.command_path.split(' ', 1)[-1]} --help')" \
-            if exc.ctx and " " in exc.ctx.command_path else " (see 'bayesfuse --help')"
-        _error_line(exc.format_message() + hint)
-        return 2
-    except click.ClickException as exc:
-        _error_line(exc.format_message())
-        return 2
     except BayesfuseError as exc:
         if debug:
             raise
@@ -287,10 +273,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error_line("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: still one line, exit 1
+    except Exception as exc:  # noqa: BLE001
+        # Typer's Click (vendored in recent Typer) signals exit, abort and usage errors by
+        # exceptions; they are recognised by their interface, not their module.
+        kind = type(exc).__name__
+        if kind == "Exit":
+            return int(getattr(exc, "exit_code", 0) or 0)
+        if kind == "Abort":
+            _error_line("aborted")
+            return 130
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            ctx = getattr(exc, "ctx", None)
+            path = getattr(ctx, "command_path", "bayesfuse") or "bayesfuse"
+            _error_line(f"{exc.format_message()} (see '{path} --help')")
+            return 2
         if debug:
             raise
-        _error_line(f"internal error: {type(exc).__name__}: {exc} "
+        _error_line(f"internal error: {kind}: {exc} "
                     "(set BAYESFUSE_DEBUG=1 for the traceback and please report it)")
         return 1
     if isinstance(result, int):
