@@ -133,10 +133,10 @@ def estimate(
     force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
 ) -> None:
     """Stage 1: per-task double/debiased ML estimates -> estimates CSV."""
-    from bayesfuse.stage1 import estimate_tasks
-
     _check_output(output, force)
     frame = _read_table(data)
+    from bayesfuse.stage1 import estimate_tasks
+
     columns = [c.strip() for c in covariates.split(",") if c.strip()] if covariates else None
     est = _run_stage1(estimate_tasks, frame, task=task, outcome=outcome, treatment=treatment,
                       covariates=columns, estimand=estimand, learner=learner, folds=folds,
