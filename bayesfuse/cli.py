@@ -35,7 +35,9 @@ def _parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in values or []:
         if "=" not in item:
-            raise CliError(f"{what} must look like name=value (e.g. tau=halfnormal(2)); got {item!r}.")
+            raise CliError(
+                f"{what} must look like name=value (e.g. tau=halfnormal(2)); got {item!r}."
+            )
         key, value = item.split("=", 1)
         if not key.strip():
             raise CliError(f"{what} needs a name before '=': {item!r}.")

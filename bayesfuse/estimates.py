@@ -44,7 +44,9 @@ def _as_float_array(values: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise EstimatesError(f"{what} must be numeric; could not convert it to numbers ({exc}).")
+        raise EstimatesError(
+            f"{what} must be numeric; could not convert it to numbers ({exc})."
+        ) from None
     return array
 
 
@@ -187,7 +189,9 @@ class TaskEstimates:
         if n is not None:
             n_obs = _as_float_array(n, "n").reshape(-1)
             if n_obs.shape != (n_tasks,):
-                raise EstimatesError(f"n must have one entry per task ({n_tasks}); got {n_obs.size}.")
+                raise EstimatesError(
+                    f"n must have one entry per task ({n_tasks}); got {n_obs.size}."
+                )
             for k in np.flatnonzero(~np.isfinite(n_obs) | (n_obs <= 0)):
                 raise EstimatesError(f"Task '{task_ids[k]}': n must be a positive number.")
 
@@ -428,7 +432,8 @@ class TaskEstimates:
                         f"got {values[k]}."
                     )
                 values = values**2
-            cov_frame = df.set_index(df[task].map(_task_label))[list(covariates)] if covariates else None
+            cov_frame = (df.set_index(df[task].map(_task_label))[list(covariates)]
+                         if covariates else None)
             return cls(
                 tasks,
                 pd.to_numeric(df[estimate]).to_numpy(dtype=float),
@@ -463,7 +468,8 @@ def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covar
     if frame.duplicated(["_task", "_param"]).any():
         dup = frame[frame.duplicated(["_task", "_param"])].iloc[0]
         raise EstimatesError(f"Task '{dup['_task']}' has parameter '{dup['_param']}' twice.")
-    frame = frame.set_index(["_task", "_param"]).loc[pd.MultiIndex.from_product([tasks, param_names])]
+    order = pd.MultiIndex.from_product([tasks, param_names])
+    frame = frame.set_index(["_task", "_param"]).loc[order]
     n_tasks, n_params = len(tasks), len(param_names)
     theta_hat = pd.to_numeric(frame[estimate]).to_numpy(dtype=float).reshape(n_tasks, n_params)
     cov_cols = [f"cov[{name}]" for name in param_names]
@@ -497,7 +503,8 @@ def _check_constant(groups, column: str) -> None:
     spread = groups[column].nunique()
     if (spread > 1).any():
         raise EstimatesError(
-            f"Column '{column}' must be constant within a task; task '{spread.index[spread > 1][0]}'"
+            f"Column '{column}' must be constant within a task; task "
+            f"'{spread.index[spread > 1][0]}'"
             " has several values."
         )
 
@@ -544,7 +551,9 @@ def _validate_covariates(covariates: Any, tasks: list[str]) -> pd.DataFrame | No
 
 
 # ---------------------------------------------------------------------- reading files
-def read_estimates(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> TaskEstimates:
+def read_estimates(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> TaskEstimates:
     """Read estimates from a CSV file or from one or several site summary JSON files.
 
     Parameters
@@ -561,6 +570,13 @@ def read_estimates(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     if not paths:
         raise EstimatesError("No estimates file given.")
+    is_json = [Path(p).suffix.lower() == ".json" for p in paths]
+    if any(is_json):
+        if not all(is_json):
+            raise EstimatesError("Give either summary JSON files or estimates CSV files, not both.")
+        from bayesfuse.summary import read_summaries
+
+        return read_summaries(paths)
     parts = [_read_one(Path(p)) for p in paths]
     if len(parts) == 1:
         return parts[0]
@@ -577,10 +593,6 @@ def _read_one(path: Path) -> TaskEstimates:
         raise EstimatesError(f"{path}: file is {size / 1e6:.0f} MB, above the 200 MB limit.")
     if size == 0:
         raise EstimatesError(f"{path}: file is empty.")
-    if path.suffix.lower() == ".json":
-        from bayesfuse.summary import read_summary
-
-        return read_summary(path)
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -604,7 +616,9 @@ def _frame_to_estimates(df: pd.DataFrame) -> TaskEstimates:
     elif "variance" in columns:
         se, variance = None, "variance"
     else:
-        raise EstimatesError(f"an estimates CSV needs an 'se' or 'variance' column; found {columns}.")
+        raise EstimatesError(
+            f"an estimates CSV needs an 'se' or 'variance' column; found {columns}."
+        )
     covariates = [c for c in columns if c not in _RESERVED and not _COV_COL.match(str(c))]
     return TaskEstimates.from_frame(
         df,

@@ -10,8 +10,8 @@ import pytest
 
 import bayesfuse as bf
 from bayesfuse.errors import FitError, PriorError, SpecError
-from bayesfuse.families.base import gaussian_conditional_draw
 from bayesfuse.estimates import TaskEstimates
+from bayesfuse.families.base import gaussian_conditional_draw
 
 FAST = dict(chains=4, warmup=500, draws=1000, warn=False)
 
@@ -29,7 +29,7 @@ def vector_estimates(seed=5, n_tasks=12):
     corr = rng.uniform(-0.5, 0.5, n_tasks)
     cov = np.einsum("ki,kj->kij", se, se) * np.where(np.eye(2)[None] > 0, 1.0,
                                                      corr[:, None, None])
-    theta_hat = np.array([rng.multivariate_normal(t, c) for t, c in zip(theta, cov)])
+    theta_hat = np.array([rng.multivariate_normal(t, c) for t, c in zip(theta, cov, strict=True)])
     return TaskEstimates([f"s{k}" for k in range(n_tasks)], theta_hat, cov,
                          params=["read", "math"])
 

@@ -133,7 +133,7 @@ class Family(ABC):
         return self.priors
 
     # ------------------------------------------------------------------ to override
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - optional hook
         """Validate options against the estimates; derive family data."""
 
     @abstractmethod
