@@ -1,0 +1,144 @@
+"""Embedded example data.
+
+* :func:`load_star` — Tennessee STAR class-size experiment, individual level (11,598
+  students, 79 schools; AER::STAR). Variables are documented in
+  ``scripts/build_star_data.py``, which rebuilds the embedded file from its public source.
+* :func:`star_analysis_frame` — the per-grade analysis table the demo uses.
+* :func:`load_eight_schools` — Rubin's (1981) eight schools, summary level.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from bayesfuse.errors import DataError
+
+__all__ = ["load_star", "star_analysis_frame", "load_eight_schools", "STAR_COVARIATES"]
+
+GRADES = ("k", "1", "2", "3")
+#: student covariates of :func:`star_analysis_frame` (all measured before assignment)
+STAR_COVARIATES = ["girl", "minority", "free_lunch", "free_lunch_missing", "age", "age_missing"]
+
+
+def load_star() -> pd.DataFrame:
+    """Tennessee STAR, one row per student (AER::STAR, 11,598 rows, 48 columns).
+
+    Returns
+    -------
+    DataFrame
+        ``student`` id, ``gender``, ``ethnicity``, ``birth`` ("1979 Q3"), and per grade g in
+        k, 1, 2, 3: ``star{g}`` (class type: regular, small, regular+aide), ``read{g}``,
+        ``math{g}`` (scaled scores), ``lunch{g}``, ``school{g}``, ``degree{g}``,
+        ``ladder{g}``, ``experience{g}``, ``tethnicity{g}``, ``system{g}``, ``schoolid{g}``.
+        Strings are categoricals; counts and ids are nullable integers.
+
+    References
+    ----------
+    Word, E. et al. (1990). Student/Teacher Achievement Ratio (STAR), Tennessee's K-3 class
+    size study. Krueger, A. B. (1999). Experimental estimates of education production
+    functions. QJE 114(2), 497-532. Kleiber, C. & Zeileis, A. (2008). Applied Econometrics
+    with R (package AER, data STAR).
+    """
+    source = resources.files("bayesfuse.datasets") / "data" / "star.csv.gz"
+    with resources.as_file(source) as path:
+        frame = pd.read_csv(path, compression="gzip")
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            frame[column] = values.astype("category")
+        elif pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+            frame[column] = values.astype("Int64")
+        elif pd.api.types.is_integer_dtype(values):
+            frame[column] = values.astype("Int64")
+    return frame
+
+
+def _age_on_sept_1985(birth: pd.Series) -> pd.Series:
+    """Age in years on 1985-09-01 (start of kindergarten) from "1979 Q3" (mid-quarter)."""
+    text = birth.astype("string")
+    year = pd.to_numeric(text.str.slice(0, 4), errors="coerce")
+    quarter = pd.to_numeric(text.str.extract(r"Q(\d)")[0], errors="coerce")
+    born = year + (quarter - 1) * 0.25 + 0.125
+    return 1985 + 8 / 12 - born
+
+
+def star_analysis_frame(grade: str = "k", outcome: str = "score") -> pd.DataFrame:
+    """STAR students of one grade in small or regular classes: the demo's analysis table.
+
+    Parameters
+    ----------
+    grade : {"k", "1", "2", "3"}
+    outcome : str
+        Name of the standardised outcome column (default ``"score"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per student with non-missing school, class type and both scores:
+        ``school`` (id as string), ``treatment`` (1 small class, 0 regular; regular+aide
+        classes are left out), ``read``, ``math``, ``score`` = (read + math) standardised
+        by the mean and sd of the regular-class students of that grade (Krueger's scaling
+        by the control group), and student covariates ``girl``, ``minority`` (not
+        Caucasian), ``free_lunch``, ``free_lunch_missing``, ``age`` (years on 1985-09-01,
+        median-imputed), ``age_missing``.
+    """
+    grade = str(grade).lower()
+    if grade not in GRADES:
+        raise DataError(f"grade must be one of {', '.join(GRADES)}; got {grade!r}.")
+    star = load_star()
+    kind = star[f"star{grade}"].astype("string")
+    keep = kind.isin(["small", "regular"]) & star[f"schoolid{grade}"].notna()
+    keep &= star[f"read{grade}"].notna() & star[f"math{grade}"].notna()
+    rows = star[keep.fillna(False).to_numpy()]
+    treatment = (rows[f"star{grade}"].astype("string") == "small").astype(int).to_numpy()
+    total = (rows[f"read{grade}"].astype(float) + rows[f"math{grade}"].astype(float)).to_numpy()
+    control = total[treatment == 0]
+    lunch = rows[f"lunch{grade}"].astype("string")
+    age = _age_on_sept_1985(rows["birth"]).to_numpy(dtype=float)
+    age_missing = np.isnan(age)
+    frame = pd.DataFrame({
+        "school": rows[f"schoolid{grade}"].astype(int).astype(str).to_numpy(),
+        "treatment": treatment,
+        "read": rows[f"read{grade}"].astype(float).to_numpy(),
+        "math": rows[f"math{grade}"].astype(float).to_numpy(),
+        outcome: (total - control.mean()) / control.std(ddof=1),
+        "girl": (rows["gender"].astype("string") == "female").fillna(False).astype(int)
+        .to_numpy(),
+        "minority": (rows["ethnicity"].astype("string") != "cauc").fillna(False).astype(int)
+        .to_numpy(),
+        "free_lunch": (lunch == "free").fillna(False).astype(int).to_numpy(),
+        "free_lunch_missing": lunch.isna().astype(int).to_numpy(),
+        "age": np.where(age_missing, np.nanmedian(age), age),
+        "age_missing": age_missing.astype(int),
+    })
+    return frame.reset_index(drop=True)
+
+
+def load_eight_schools() -> pd.DataFrame:
+    """Rubin's (1981) eight schools: SAT coaching effects, summary level.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``task`` ("A".."H"), ``estimate`` (effect, SAT points), ``se``.
+
+    References
+    ----------
+    Rubin, D. B. (1981). Estimation in parallel randomized experiments. JEBS 6(4), 377-401.
+    Gelman, A. et al. (2013). Bayesian Data Analysis, 3rd ed., §5.5.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> est.n_tasks
+    8
+    """
+    return pd.DataFrame({
+        "task": list("ABCDEFGH"),
+        "estimate": [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
+        "se": [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0],
+    })

@@ -1,0 +1,286 @@
+"""Stage 1: per-task double/debiased ML estimates with DoubleML.
+
+One DoubleML fit per task on that task's rows (cross-fitting with scikit-learn learners):
+``ate`` / ``atte`` by the IRM (AIPW) score, ``plr`` by the partially linear model. θ̂ₖ is
+DoubleML's coefficient and Vₖ its variance, computed by DoubleML from the score values ψ.
+Tasks that cannot be estimated reliably are excluded or flagged, and listed in
+``TaskEstimates.flags`` — never dropped silently, never NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayesfuse.errors import DataError, TaskWarning
+from bayesfuse.estimates import TaskEstimates, _task_label
+from bayesfuse.learners import describe_learner, resolve_learner
+
+__all__ = ["estimate_tasks", "ESTIMANDS"]
+
+ESTIMANDS = ("ate", "atte", "plr")
+_PLANNED = {"blp": "the CATE best-linear-projection estimand ('blp') is not available yet"}
+
+
+def _check_columns(df: pd.DataFrame, task: str, outcome: str, treatment: str,
+                   covariates: Sequence[str] | None) -> list[str]:
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"estimate_tasks needs a pandas DataFrame; got {type(df).__name__}.")
+    if len(df) == 0:
+        raise DataError("The data table is empty.")
+    named = {"task": task, "outcome": outcome, "treatment": treatment}
+    missing = [f"{role} column '{col}'" for role, col in named.items() if col not in df.columns]
+    if covariates is not None:
+        missing += [f"covariate '{c}'" for c in covariates if c not in df.columns]
+    if missing:
+        raise DataError(f"Missing {', '.join(missing)}; the table has {list(df.columns)}.")
+    if covariates is None:
+        covariates = [c for c in df.columns if c not in (task, outcome, treatment)]
+    covariates = list(covariates)
+    if not covariates:
+        raise DataError("No covariates: give covariates=[...] (DoubleML needs at least one).")
+    for column in [outcome, treatment, *covariates]:
+        values = df[column]
+        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            raise DataError(
+                f"Column '{column}' must be numeric; it holds {values.dtype} values such as "
+                f"{values.dropna().iloc[0]!r}. One-hot encode categories first "
+                "(pandas.get_dummies)."
+            )
+        n_missing = int(values.isna().sum())
+        if n_missing:
+            raise DataError(
+                f"Column '{column}' has {n_missing} missing value(s); drop or impute those rows "
+                "first (e.g. df.dropna(subset=[...]))."
+            )
+        if not np.isfinite(values.to_numpy(dtype=float)).all():
+            raise DataError(f"Column '{column}' has infinite values.")
+    if df[task].isna().any():
+        raise DataError(f"Task column '{task}' has {int(df[task].isna().sum())} missing ids.")
+    return covariates
+
+
+def _task_seed(seed: int, task: str) -> int:
+    """A seed per task from (seed, task id): results do not depend on order or n_jobs."""
+    sequence = np.random.SeedSequence([seed, zlib.crc32(task.encode("utf-8"))])
+    return int(sequence.generate_state(1)[0] % (2**31 - 1))
+
+
+def _fit_one_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fit one task; returns estimate and variance, or the reason it was excluded."""
+    import doubleml as dml
+
+    task, rows = payload["task"], payload["rows"]
+    outcome, treatment = payload["outcome"], payload["treatment"]
+    estimand, folds = payload["estimand"], payload["folds"]
+    n = len(rows)
+    result: dict[str, Any] = {"task": task, "n": n}
+    d = rows[treatment].to_numpy(dtype=float)
+    binary = estimand in ("ate", "atte")
+    if binary:
+        n_treated, n_control = int(d.sum()), int(n - d.sum())
+        result["arms"] = [n_treated, n_control]
+    reasons = []
+    if n < payload["min_n"]:
+        reasons.append(f"n = {n} < min_n = {payload['min_n']}")
+    if binary:
+        low = max(payload["min_arm"], folds)
+        if n_treated < low or n_control < low:
+            reasons.append(f"{n_treated} treated and {n_control} controls; each arm needs at "
+                           f"least {low} (min_arm = {payload['min_arm']}, folds = {folds})")
+    elif np.ptp(d) == 0:
+        reasons.append("the treatment does not vary within the task")
+    if reasons:
+        result["excluded"] = "; ".join(reasons)
+        return result
+    seed = payload["seed"]
+    np.random.seed(seed)  # noqa: NPY002 - DoubleML splits samples with the global generator
+    data = dml.DoubleMLData(rows, y_col=outcome, d_cols=treatment, x_cols=payload["covariates"])
+    learner = payload["learner"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if binary:
+                model = dml.DoubleMLIRM(
+                    data, ml_g=resolve_learner(learner, "regressor", seed),
+                    ml_m=resolve_learner(learner, "classifier", seed), n_folds=folds,
+                    score=estimand.upper(), trimming_threshold=payload["trimming_threshold"])
+            else:
+                model = dml.DoubleMLPLR(
+                    data, ml_l=resolve_learner(learner, "regressor", seed),
+                    ml_m=resolve_learner(learner, "regressor", seed), n_folds=folds)
+            model.fit()
+        except Exception as exc:  # noqa: BLE001 - a failing task is reported, not fatal
+            result["excluded"] = f"DoubleML fit failed: {type(exc).__name__}: {exc}"
+            return result
+    coef, se = float(model.coef[0]), float(model.se[0])
+    if not np.isfinite(coef) or not np.isfinite(se) or se <= 0:
+        result["excluded"] = f"DoubleML returned estimate {coef} with se {se}"
+        return result
+    result["estimate"] = coef
+    result["variance"] = se**2
+    if binary:
+        propensity = np.asarray(model.predictions["ml_m"]).reshape(-1)
+        low, high = payload["propensity_bounds"]
+        share = float(np.mean((propensity < low) | (propensity > high)))
+        if share > 0.05:
+            result["warning"] = (f"{share:.0%} of fitted propensities outside [{low}, {high}] "
+                                 "(overlap is poor; the estimate leans on trimming)")
+    return result
+
+
+def estimate_tasks(
+    df: pd.DataFrame,
+    task: str,
+    outcome: str,
+    treatment: str,
+    covariates: Sequence[str] | None = None,
+    estimand: str = "ate",
+    learner: Any = "gbm",
+    folds: int = 5,
+    n_jobs: int = -1,
+    seed: int = 0,
+    min_n: int = 20,
+    min_arm: int = 5,
+    propensity_bounds: tuple[float, float] = (0.05, 0.95),
+    trimming_threshold: float = 0.01,
+    backend: str = "joblib",
+    progress: Callable[[int, int], None] | None = None,
+) -> TaskEstimates:
+    """Per-task double/debiased ML estimates.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Individual-level rows of all tasks.
+    task, outcome, treatment : str
+        Column names. The treatment is 0/1 for ``ate``/``atte``; any numeric for ``plr``.
+    covariates : sequence of str, optional
+        Adjustment covariates (numeric). Default: every other column.
+    estimand : {"ate", "atte", "plr"}
+        Average treatment effect (IRM/AIPW score), on the treated, or the partially linear
+        coefficient.
+    learner : str, estimator or mapping
+        ``"gbm"``, ``"rf"``, ``"lasso"``, ``"linear"``, any scikit-learn estimator, or
+        ``{"outcome": ..., "propensity": ...}``.
+    folds : int
+        Cross-fitting folds.
+    n_jobs : int
+        Tasks fitted in parallel (joblib; -1 = all cores).
+    seed : int
+        Each task's fit is seeded from (seed, task id).
+    min_n, min_arm : int
+        Tasks with fewer rows, or fewer treated or controls (also fewer than ``folds``), are
+        excluded and listed in ``flags``.
+    propensity_bounds : (float, float)
+        A task with more than 5% of fitted propensities outside is flagged ("warning").
+    trimming_threshold : float
+        DoubleML's propensity trimming.
+    backend : {"joblib"}
+        Where the per-task fits run.
+    progress : callable, optional
+        ``progress(done, total)`` after each finished task.
+
+    Returns
+    -------
+    TaskEstimates
+        θ̂ (K, 1) and variances of the tasks that could be estimated; ``flags`` lists
+        excluded and warned tasks with the reason.
+    """
+    if estimand in _PLANNED:
+        raise DataError(_PLANNED[estimand] + "; use 'ate', 'atte' or 'plr'.")
+    if estimand not in ESTIMANDS:
+        raise DataError(f"Unknown estimand '{estimand}'. Valid estimands: "
+                        f"{', '.join(ESTIMANDS)}.")
+    if not isinstance(folds, int) or folds < 2:
+        raise DataError(f"folds must be an integer >= 2; got {folds!r}.")
+    if backend != "joblib":
+        raise DataError(f"Unknown backend '{backend}'. Valid backends: joblib.")
+    covariates = _check_columns(df, task, outcome, treatment, covariates)
+    if estimand in ("ate", "atte"):
+        values = set(np.unique(df[treatment].to_numpy(dtype=float)))
+        if not values <= {0.0, 1.0}:
+            raise DataError(
+                f"Treatment column '{treatment}' must be 0/1 for estimand '{estimand}'; found "
+                f"values {sorted(values)[:5]}. Use estimand='plr' for a continuous treatment."
+            )
+    resolve_learner(learner, "regressor")  # fail early on an unknown learner
+    labels = df[task].map(_task_label)
+    order = list(dict.fromkeys(labels))
+    payloads = [
+        {
+            "task": t, "rows": df.loc[labels == t, [outcome, treatment, *covariates]]
+            .reset_index(drop=True).astype(float),
+            "outcome": outcome, "treatment": treatment, "covariates": covariates,
+            "estimand": estimand, "folds": folds, "learner": learner,
+            "seed": _task_seed(seed, t), "min_n": min_n, "min_arm": min_arm,
+            "propensity_bounds": propensity_bounds, "trimming_threshold": trimming_threshold,
+        }
+        for t in order
+    ]
+    results = _run_joblib(payloads, n_jobs, progress)
+    return _collect(results, estimand, learner, folds, seed)
+
+
+def _run_joblib(payloads: list[dict[str, Any]], n_jobs: int,
+                progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    from joblib import Parallel, delayed
+
+    total = len(payloads)
+    if progress is not None:
+        progress(0, total)
+    results = []
+    runner = Parallel(n_jobs=n_jobs, return_as="generator")
+    for done, result in enumerate(runner(delayed(_fit_one_task)(p) for p in payloads), 1):
+        results.append(result)
+        if progress is not None:
+            progress(done, total)
+    return results
+
+
+def _collect(results: list[dict[str, Any]], estimand: str, learner: Any, folds: int,
+             seed: int) -> TaskEstimates:
+    kept = [r for r in results if "excluded" not in r]
+    flags = [{"task": r["task"], "status": "excluded", "reason": r["excluded"]}
+             for r in results if "excluded" in r]
+    flags += [{"task": r["task"], "status": "warning", "reason": r["warning"]}
+              for r in kept if "warning" in r]
+    if flags:
+        warnings.warn(
+            f"{sum(f['status'] == 'excluded' for f in flags)} task(s) excluded and "
+            f"{sum(f['status'] == 'warning' for f in flags)} flagged in stage 1: "
+            + "; ".join(f"{f['task']}: {f['reason']}" for f in flags[:5])
+            + (" ..." if len(flags) > 5 else "") + " (see .flags)",
+            TaskWarning, stacklevel=3,
+        )
+    if len(kept) < 2:
+        reasons = "; ".join(f"{f['task']}: {f['reason']}" for f in flags[:5])
+        raise DataError(f"Only {len(kept)} task(s) could be estimated; fusion needs 2. "
+                        f"Reasons: {reasons}")
+    versions = {}
+    for package in ("doubleml", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    meta = {
+        "estimand": estimand, "learner": describe_learner(learner), "folds": folds,
+        "seed": seed, "versions": versions,
+        "arms": {r["task"]: r["arms"] for r in kept if "arms" in r},
+    }
+    return TaskEstimates(
+        [r["task"] for r in kept],
+        np.array([r["estimate"] for r in kept]),
+        np.array([r["variance"] for r in kept]),
+        n=np.array([r["n"] for r in kept], dtype=float),
+        params=["theta"],
+        estimand=estimand,
+        flags=pd.DataFrame(flags, columns=["task", "status", "reason"]),
+        meta=meta,
+    )
