@@ -11,12 +11,12 @@ from __future__ import annotations
 import arviz as az
 import numpy as np
 import pytest
+from helpers import simulate_exchangeable
 from scipy import stats
 from scipy.integrate import trapezoid
 
 import bayesfuse as bf
 from bayesfuse.priors import parse_prior
-from helpers import simulate_exchangeable
 
 
 def exact_posterior(y, sigma, m0, s0, tau_logpdf, tau_max, n_grid=40001):
