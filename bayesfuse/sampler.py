@@ -150,8 +150,9 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     mcmc: MCMC = entry["mcmc"]
     key_mcmc, key_post, key_prior = jax.random.split(jax.random.PRNGKey(seed), 3)
     mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, **data)
-    samples = mcmc.get_samples(group_by_chain=True)
-    jax.block_until_ready(samples)
+    # hyperparameter draws are small: bring them to the host (parallel chains leave them
+    # sharded across devices, which would make the per-draw map below slow)
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     timings["sampling_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -164,6 +165,7 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
         batch = int(min(total, max(1, 2_000_000 // per_draw)))
         entry["post"] = _postprocess_fn(entry["family"], collapsed, batch)
     theta, loglik, weight, predictive, extras = entry["post"](flat, keys, data)
+    jax.block_until_ready((theta, loglik, weight, predictive, extras))
 
     def by_chain(x):
         return np.asarray(x).reshape((n_chains, n_draws) + x.shape[1:])

@@ -247,6 +247,10 @@ def correlation_of_theta(result: Any) -> np.ndarray:
 
 def mvn_logpdf(x: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
     """Batched multivariate normal log density via Cholesky, shapes (..., p) -> (...)."""
+    if x.shape[-1] == 1:  # scalar fast path: no batched 1x1 factorisations
+        var = cov[..., 0, 0]
+        diff = (x - mean)[..., 0]
+        return -0.5 * (diff**2 / var + jnp.log(2 * jnp.pi * var))
     chol = jnp.linalg.cholesky(cov)
     diff = x - mean
     sol = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
@@ -279,6 +283,13 @@ def gaussian_conditional_draw(key: jax.Array, mean: jax.Array, prior_chol: jax.A
     """
     k_u, k_e = jax.random.split(key)
     shape = theta_hat.shape
+    if shape[-1] == 1:  # scalar fast path
+        prior_sd = jnp.broadcast_to(prior_chol, shape + shape[-1:])[..., 0]
+        noise_sd = cov_chol[..., 0]
+        u = prior_sd * jax.random.normal(k_u, shape)
+        e = noise_sd * jax.random.normal(k_e, shape)
+        gain = prior_sd**2 / (prior_sd**2 + noise_sd**2)
+        return mean + u + gain * (theta_hat - mean - u - e)
     prior_chol = jnp.broadcast_to(prior_chol, shape + shape[-1:])
     u = jnp.einsum("kij,kj->ki", prior_chol, jax.random.normal(k_u, shape))
     e = jnp.einsum("kij,kj->ki", cov_chol, jax.random.normal(k_e, shape))
@@ -292,6 +303,8 @@ def gaussian_conditional_draw(key: jax.Array, mean: jax.Array, prior_chol: jax.A
 
 def pooling_weight_gaussian(prior_cov: jax.Array, cov: jax.Array) -> jax.Array:
     """diag(Vₖ (Tₖ + Vₖ)⁻¹): weight of the prior mean in E[θₖ], shape (K, p)."""
+    if cov.shape[-1] == 1:
+        return cov[..., 0] / (prior_cov[..., 0] + cov[..., 0])
     total = prior_cov + cov
     weight = jnp.swapaxes(jnp.linalg.solve(total, jnp.swapaxes(cov, -1, -2)), -1, -2)
     return jnp.diagonal(weight, axis1=-2, axis2=-1)

@@ -114,6 +114,44 @@ class Exchangeable(Family):
             numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
                            obs=theta_hat)
 
+    def pymc_model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
+                   data: Mapping[str, Any]):
+        """The same model in PyMC, for ``backend="pymc"``.
+
+        Sites as in :meth:`model`: ``mu`` (p,), ``tau`` (p,), ``corr_chol`` and ``corr``
+        (p, p) for p > 1, ``nu``, ``lam`` (K,) and ``task_scale`` (K,) when robust, ``z``
+        and ``theta`` (K, p) in the plain form.
+
+        Parameters
+        ----------
+        priors : mapping
+            Resolved priors (``self.priors``).
+        collapsed : bool
+            Integrate θ out (True) or sample it non-centred.
+        data : mapping
+            ``self.data()``: ``theta_hat`` (K, p), ``cov`` (K, p, p), ``cov_chol``.
+
+        Returns
+        -------
+        pymc.Model
+        """
+        import pymc as pm
+
+        from bayesfuse.backends import pymc as pmb
+
+        n_tasks, n_params = data["theta_hat"].shape
+        with pm.Model() as model:
+            mu = pmb.block_rv("mu", priors["mu"], (n_params,))
+            tau = pmb.block_rv("tau", priors["tau"], (n_params,))
+            prior_chol = pmb.scale_corr_chol(tau, priors.get("corr"), n_params)
+            scale = None
+            if self.options["robust"]:
+                nu = priors["nu"][0].pymc("nu")
+                lam = pm.Gamma("lam", alpha=nu / 2, beta=nu / 2, shape=(n_tasks,))
+                scale = pm.Deterministic("task_scale", 1 / pm.math.sqrt(lam))
+            pmb.gaussian_tasks(mu, prior_chol, scale, data, collapsed)
+        return model
+
     # ------------------------------------------------------------------ per draw
     def _task_chol(self, draw: Mapping[str, Any], n_tasks: int) -> jax.Array:
         chol = self._prior_chol(draw)
