@@ -186,7 +186,7 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
         "lp": -np.asarray(stats["potential_energy"]),
     }
     start = time.perf_counter()
-    prior, prior_pred = _prior_draws(family, data, key_prior, prior_draws)
+    prior, prior_pred = _prior_draws(family, data, key_prior, prior_draws, entry)
     timings["prior_s"] = time.perf_counter() - start
     return Draws(
         hyper=hyper,
@@ -204,16 +204,27 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
 
 
 def _prior_draws(family: Family, data: Mapping[str, np.ndarray], key: jax.Array,
-                 n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Draws of φ and θ (and θ̂) from the prior, via the plain model."""
+                 n: int, entry: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Draws of φ and θ (and θ̂) from the prior, via the plain model (jitted, cached)."""
     if n <= 0:
         return {}, {}
+    cache_key = ("prior", n)
+    draw_fn = None if entry is None else entry.get(cache_key)
+    if draw_fn is None:
+        holder = family if entry is None else entry["family"]
 
-    def model(**kwargs: Any) -> None:
-        family.model(family.priors, False, **kwargs)
+        def model(**kwargs: Any) -> None:
+            holder.model(holder.priors, False, **kwargs)
 
+        def draw_fn(key, inputs):
+            return Predictive(model, num_samples=n)(key, theta_hat=None, **inputs)
+
+        draw_fn = jax.jit(draw_fn)
+        if entry is not None:
+            entry[cache_key] = draw_fn
     inputs = {k: v for k, v in data.items() if k != "theta_hat"}
-    draws = Predictive(model, num_samples=n)(key, theta_hat=None, **inputs)
+    draws = draw_fn(key, inputs)
     keep = set(family.hyper_dims()) | {"theta"}
     prior = {k: np.asarray(v)[None] for k, v in draws.items() if k in keep}
     predictive = {"theta_hat": np.asarray(draws["theta_hat"])[None]}
