@@ -246,13 +246,17 @@ def demo(
     warmup: Annotated[int, typer.Option(help="Warmup per chain.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     n_jobs: Annotated[int, typer.Option(help="Parallel stage-1 tasks.")] = -1,
+    model: Annotated[str, typer.Option(help="exchangeable (scalar θ), or cluster, gmrf... "
+                                            "(vector θ: reading and math per grade)")] =
+    "exchangeable",
+    grades: Annotated[str, typer.Option(help="Grades for vector θ, e.g. k or k,1,2,3.")] = "k",
 ) -> None:
-    """STAR end to end: stage 1 per school, exchangeable fusion, table and fit file."""
+    """STAR end to end: stage 1 per school, fusion, tables and fit file."""
     from bayesfuse.demo import run_demo
 
     run_demo(outdir=outdir, learner=learner, folds=folds, draws=draws, warmup=warmup,
              seed=seed, n_jobs=n_jobs, console=out, err_console=err, stage1=_run_stage1,
-             print_fit=_print_fit)
+             print_fit=_print_fit, model=model, grades=grades)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,24 +28,24 @@ ESTIMANDS = ("ate", "atte", "plr")
 _PLANNED = {"blp": "the CATE best-linear-projection estimand ('blp') is not available yet"}
 
 
-def _check_columns(df: pd.DataFrame, task: str, outcome: str, treatment: str,
+def _check_columns(df: pd.DataFrame, task: str, outcomes: list[str], treatment: str,
                    covariates: Sequence[str] | None) -> list[str]:
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"estimate_tasks needs a pandas DataFrame; got {type(df).__name__}.")
     if len(df) == 0:
         raise DataError("The data table is empty.")
-    named = {"task": task, "outcome": outcome, "treatment": treatment}
-    missing = [f"{role} column '{col}'" for role, col in named.items() if col not in df.columns]
+    named = [("task", task), *(("outcome", o) for o in outcomes), ("treatment", treatment)]
+    missing = [f"{role} column '{col}'" for role, col in named if col not in df.columns]
     if covariates is not None:
         missing += [f"covariate '{c}'" for c in covariates if c not in df.columns]
     if missing:
         raise DataError(f"Missing {', '.join(missing)}; the table has {list(df.columns)}.")
     if covariates is None:
-        covariates = [c for c in df.columns if c not in (task, outcome, treatment)]
+        covariates = [c for c in df.columns if c not in (task, *outcomes, treatment)]
     covariates = list(covariates)
     if not covariates:
         raise DataError("No covariates: give covariates=[...] (DoubleML needs at least one).")
-    for column in [outcome, treatment, *covariates]:
+    for column in [*outcomes, treatment, *covariates]:
         values = df[column]
         if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
             raise DataError(
@@ -73,11 +73,9 @@ def _task_seed(seed: int, task: str) -> int:
 
 
 def _fit_one_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """Fit one task; returns estimate and variance, or the reason it was excluded."""
-    import doubleml as dml
-
+    """Fit one task; returns estimates and covariance, or the reason it was excluded."""
     task, rows = payload["task"], payload["rows"]
-    outcome, treatment = payload["outcome"], payload["treatment"]
+    treatment = payload["treatment"]
     estimand, folds = payload["estimand"], payload["folds"]
     n = len(rows)
     result: dict[str, Any] = {"task": task, "n": n}
@@ -100,33 +98,31 @@ def _fit_one_task(payload: dict[str, Any]) -> dict[str, Any]:
         result["excluded"] = "; ".join(reasons)
         return result
     seed = payload["seed"]
-    np.random.seed(seed)  # noqa: NPY002 - DoubleML splits samples with the global generator
-    data = dml.DoubleMLData(rows, y_col=outcome, d_cols=treatment, x_cols=payload["covariates"])
-    learner = payload["learner"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if binary:
-                model = dml.DoubleMLIRM(
-                    data, ml_g=resolve_learner(learner, "regressor", seed),
-                    ml_m=resolve_learner(learner, "classifier", seed), n_folds=folds,
-                    score=estimand.upper(), trimming_threshold=payload["trimming_threshold"])
-            else:
-                model = dml.DoubleMLPLR(
-                    data, ml_l=resolve_learner(learner, "regressor", seed),
-                    ml_m=resolve_learner(learner, "regressor", seed), n_folds=folds)
-            model.fit()
-        except Exception as exc:  # noqa: BLE001 - a failing task is reported, not fatal
-            result["excluded"] = f"DoubleML fit failed: {type(exc).__name__}: {exc}"
+    outcomes = payload["outcomes"]
+    coefficients, influence = [], []
+    propensity = None
+    for name in outcomes:
+        model = _fit_doubleml(rows, name, treatment, payload, binary, seed)
+        if isinstance(model, str):
+            result["excluded"] = model if len(outcomes) == 1 else f"outcome '{name}': {model}"
             return result
-    coef, se = float(model.coef[0]), float(model.se[0])
-    if not np.isfinite(coef) or not np.isfinite(se) or se <= 0:
-        result["excluded"] = f"DoubleML returned estimate {coef} with se {se}"
+        coefficients.append(float(model.coef[0]))
+        psi = np.asarray(model.psi)[:, 0, 0]
+        jacobian = float(np.mean(np.asarray(model.psi_deriv)[:, 0, 0]))
+        # influence of unit i on θ̂ (DoubleML's linear score): -ψᵢ / J
+        influence.append(-psi / jacobian)
+        if binary and propensity is None:
+            propensity = np.asarray(model.predictions["ml_m"]).reshape(-1)
+    # Cov(θ̂_a, θ̂_b) = Σᵢ IFₐᵢ IF_bᵢ / n²; its diagonal is DoubleML's se² (mean ψ²/J²/n)
+    influence = np.stack(influence, axis=1)  # (n, p)
+    covariance = influence.T @ influence / n**2
+    if len(outcomes) > 1 and np.linalg.eigvalsh(covariance)[0] <= 0:
+        result["excluded"] = ("the joint covariance of the outcomes is singular "
+                              f"(n = {n} for {len(outcomes)} outcomes)")
         return result
-    result["estimate"] = coef
-    result["variance"] = se**2
+    result["estimate"] = coefficients
+    result["covariance"] = covariance
     if binary:
-        propensity = np.asarray(model.predictions["ml_m"]).reshape(-1)
         low, high = payload["propensity_bounds"]
         share = float(np.mean((propensity < low) | (propensity > high)))
         if share > 0.05:
@@ -135,10 +131,41 @@ def _fit_one_task(payload: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _fit_doubleml(rows: pd.DataFrame, outcome: str, treatment: str, payload: dict[str, Any],
+                  binary: bool, seed: int):
+    """One DoubleML fit; the same seed gives the same sample splits for every outcome."""
+    import doubleml as dml
+
+    np.random.seed(seed)  # noqa: NPY002 - DoubleML splits samples with the global generator
+    data = dml.DoubleMLData(rows, y_col=outcome, d_cols=treatment,
+                            x_cols=payload["covariates"])
+    learner, folds = payload["learner"], payload["folds"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if binary:
+                model = dml.DoubleMLIRM(
+                    data, ml_g=resolve_learner(learner, "regressor", seed),
+                    ml_m=resolve_learner(learner, "classifier", seed), n_folds=folds,
+                    score=payload["estimand"].upper(),
+                    trimming_threshold=payload["trimming_threshold"])
+            else:
+                model = dml.DoubleMLPLR(
+                    data, ml_l=resolve_learner(learner, "regressor", seed),
+                    ml_m=resolve_learner(learner, "regressor", seed), n_folds=folds)
+            model.fit()
+        except Exception as exc:  # noqa: BLE001 - a failing task is reported, not fatal
+            return f"DoubleML fit failed: {type(exc).__name__}: {exc}"
+    coef, se = float(model.coef[0]), float(model.se[0])
+    if not np.isfinite(coef) or not np.isfinite(se) or se <= 0:
+        return f"DoubleML returned estimate {coef} with se {se}"
+    return model
+
+
 def estimate_tasks(
     df: pd.DataFrame,
     task: str,
-    outcome: str,
+    outcome: str | Sequence[str],
     treatment: str,
     covariates: Sequence[str] | None = None,
     estimand: str = "ate",
@@ -159,8 +186,13 @@ def estimate_tasks(
     ----------
     df : DataFrame
         Individual-level rows of all tasks.
-    task, outcome, treatment : str
+    task, treatment : str
         Column names. The treatment is 0/1 for ``ate``/``atte``; any numeric for ``plr``.
+    outcome : str or sequence of str
+        Outcome column, or several: then θ is a vector (one effect per outcome, p =
+        number of outcomes, named after them), all fitted on the same rows and sample
+        splits, and Vₖ is their joint covariance from DoubleML's score values (the
+        influence functions -ψ/J of the outcomes, Σᵢ IFₐᵢ IF_bᵢ / n²).
     covariates : sequence of str, optional
         Adjustment covariates (numeric). Default: every other column.
     estimand : {"ate", "atte", "plr"}
@@ -190,8 +222,8 @@ def estimate_tasks(
     Returns
     -------
     TaskEstimates
-        θ̂ (K, 1) and variances of the tasks that could be estimated; ``flags`` lists
-        excluded and warned tasks with the reason.
+        θ̂ (K, p) and covariances (K, p, p) of the tasks that could be estimated; ``flags``
+        lists excluded and warned tasks with the reason.
     """
     if estimand in _PLANNED:
         raise DataError(_PLANNED[estimand] + "; use 'ate', 'atte' or 'plr'.")
@@ -202,7 +234,11 @@ def estimate_tasks(
         raise DataError(f"folds must be an integer >= 2; got {folds!r}.")
     if backend != "joblib":
         raise DataError(f"Unknown backend '{backend}'. Valid backends: joblib.")
-    covariates = _check_columns(df, task, outcome, treatment, covariates)
+    outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
+    if not outcomes or len(set(outcomes)) != len(outcomes):
+        raise DataError(f"outcome must be a column name or a list of distinct names; got "
+                        f"{outcome!r}.")
+    covariates = _check_columns(df, task, outcomes, treatment, covariates)
     if estimand in ("ate", "atte"):
         values = set(np.unique(df[treatment].to_numpy(dtype=float)))
         if not values <= {0.0, 1.0}:
@@ -215,9 +251,9 @@ def estimate_tasks(
     order = list(dict.fromkeys(labels))
     payloads = [
         {
-            "task": t, "rows": df.loc[labels == t, [outcome, treatment, *covariates]]
+            "task": t, "rows": df.loc[labels == t, [*outcomes, treatment, *covariates]]
             .reset_index(drop=True).astype(float),
-            "outcome": outcome, "treatment": treatment, "covariates": covariates,
+            "outcomes": outcomes, "treatment": treatment, "covariates": covariates,
             "estimand": estimand, "folds": folds, "learner": learner,
             "seed": _task_seed(seed, t), "min_n": min_n, "min_arm": min_arm,
             "propensity_bounds": propensity_bounds, "trimming_threshold": trimming_threshold,
@@ -225,7 +261,8 @@ def estimate_tasks(
         for t in order
     ]
     results = _run_joblib(payloads, n_jobs, progress)
-    return _collect(results, estimand, learner, folds, seed)
+    params = ["theta"] if len(outcomes) == 1 else outcomes
+    return _collect(results, estimand, learner, folds, seed, params)
 
 
 def _run_joblib(payloads: list[dict[str, Any]], n_jobs: int,
@@ -245,7 +282,7 @@ def _run_joblib(payloads: list[dict[str, Any]], n_jobs: int,
 
 
 def _collect(results: list[dict[str, Any]], estimand: str, learner: Any, folds: int,
-             seed: int) -> TaskEstimates:
+             seed: int, params: list[str]) -> TaskEstimates:
     kept = [r for r in results if "excluded" not in r]
     flags = [{"task": r["task"], "status": "excluded", "reason": r["excluded"]}
              for r in results if "excluded" in r]
@@ -277,9 +314,9 @@ def _collect(results: list[dict[str, Any]], estimand: str, learner: Any, folds: 
     return TaskEstimates(
         [r["task"] for r in kept],
         np.array([r["estimate"] for r in kept]),
-        np.array([r["variance"] for r in kept]),
+        np.array([r["covariance"] for r in kept]),
         n=np.array([r["n"] for r in kept], dtype=float),
-        params=["theta"],
+        params=params,
         estimand=estimand,
         flags=pd.DataFrame(flags, columns=["task", "status", "reason"]),
         meta=meta,

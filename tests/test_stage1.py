@@ -129,3 +129,24 @@ def test_bad_input(change, kwargs, message):
     args.update(kwargs)
     with pytest.raises(DataError, match=message):
         bf.estimate_tasks(df, **args)
+
+
+def test_several_outcomes_give_vector_theta_with_joint_covariance():
+    df = simulate(n_tasks=3, n=300, seed=8)
+    rng = np.random.default_rng(1)
+    df["y2"] = 0.5 * df["y"] - 1.0 * df["d"] + rng.normal(size=len(df))  # correlated outcome
+    kwargs = dict(task="site", treatment="d", covariates=COV, learner="linear", folds=3,
+                  n_jobs=1, seed=2)
+    vec = bf.estimate_tasks(df, outcome=["y", "y2"], **kwargs)
+    one = bf.estimate_tasks(df, outcome="y", **kwargs)
+    two = bf.estimate_tasks(df, outcome="y2", **kwargs)
+    assert vec.params == ["y", "y2"] and vec.covariances.shape == (3, 2, 2)
+    # same rows and sample splits: each coordinate is the scalar fit, exactly
+    np.testing.assert_allclose(vec.estimates[:, 0], one.estimates[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(vec.estimates[:, 1], two.estimates[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(vec.covariances[:, 0, 0], one.covariances[:, 0, 0], rtol=1e-10)
+    np.testing.assert_allclose(vec.covariances[:, 1, 1], two.covariances[:, 0, 0], rtol=1e-10)
+    corr = vec.covariances[:, 0, 1] / np.sqrt(vec.covariances[:, 0, 0] * vec.covariances[:, 1, 1])
+    assert np.all(corr > 0.2)  # y2 carries half of y's noise
+    z = (vec.estimates[:, 1] - (0.5 * 1.0 - 1.0)) / vec.se[:, 1]
+    assert np.all(np.abs(z) < 4)

@@ -16,7 +16,13 @@ import pandas as pd
 
 from bayesfuse.errors import DataError
 
-__all__ = ["load_star", "star_analysis_frame", "load_eight_schools", "STAR_COVARIATES"]
+__all__ = [
+    "load_star",
+    "star_analysis_frame",
+    "star_vector_frame",
+    "load_eight_schools",
+    "STAR_COVARIATES",
+]
 
 GRADES = ("k", "1", "2", "3")
 #: student covariates of :func:`star_analysis_frame` (all measured before assignment)
@@ -114,6 +120,66 @@ def star_analysis_frame(grade: str = "k", outcome: str = "score") -> pd.DataFram
         "age": np.where(age_missing, np.nanmedian(age), age),
         "age_missing": age_missing.astype(int),
     })
+    return frame.reset_index(drop=True)
+
+
+def star_vector_frame(grades: tuple[str, ...] | list[str] = ("k",)) -> pd.DataFrame:
+    """STAR with one outcome per (grade, subject): for vector θ per school.
+
+    Students are those assigned in kindergarten to a small or regular class (the
+    randomised assignment; intention-to-treat for later grades) with reading and math
+    scores in every grade of ``grades``. Schools are kindergarten schools.
+
+    Parameters
+    ----------
+    grades : sequence of {"k", "1", "2", "3"}
+
+    Returns
+    -------
+    DataFrame
+        ``school``, ``treatment`` (1 small class in kindergarten), one standardised score
+        per grade and subject named ``read_<g>`` and ``math_<g>`` (scaled by the mean and
+        sd of the regular-class students), and the covariates of
+        :func:`star_analysis_frame` (measured at kindergarten entry). The outcome names
+        are in ``frame.attrs["outcomes"]``.
+    """
+    grades = [str(g).lower() for g in grades]
+    bad = [g for g in grades if g not in GRADES]
+    if bad or not grades:
+        raise DataError(f"grades must be a non-empty list from {', '.join(GRADES)}; got "
+                        f"{list(grades)}.")
+    star = load_star()
+    kind = star["stark"].astype("string")
+    scores = [f"{subject}{g}" for g in grades for subject in ("read", "math")]
+    keep = kind.isin(["small", "regular"]) & star["schoolidk"].notna()
+    for column in scores:
+        keep &= star[column].notna()
+    rows = star[keep.fillna(False).to_numpy()]
+    treatment = (rows["stark"].astype("string") == "small").astype(int).to_numpy()
+    lunch = rows["lunchk"].astype("string")
+    age = _age_on_sept_1985(rows["birth"]).to_numpy(dtype=float)
+    age_missing = np.isnan(age)
+    frame = pd.DataFrame({
+        "school": rows["schoolidk"].astype(int).astype(str).to_numpy(),
+        "treatment": treatment,
+    })
+    outcomes = []
+    for g in grades:
+        for subject in ("read", "math"):
+            values = rows[f"{subject}{g}"].astype(float).to_numpy()
+            control = values[treatment == 0]
+            name = f"{subject}_{g}"
+            frame[name] = (values - control.mean()) / control.std(ddof=1)
+            outcomes.append(name)
+    frame["girl"] = (rows["gender"].astype("string") == "female").fillna(False).astype(int) \
+        .to_numpy()
+    frame["minority"] = (rows["ethnicity"].astype("string") != "cauc").fillna(False) \
+        .astype(int).to_numpy()
+    frame["free_lunch"] = (lunch == "free").fillna(False).astype(int).to_numpy()
+    frame["free_lunch_missing"] = lunch.isna().astype(int).to_numpy()
+    frame["age"] = np.where(age_missing, np.nanmedian(age), age)
+    frame["age_missing"] = age_missing.astype(int)
+    frame.attrs["outcomes"] = outcomes
     return frame.reset_index(drop=True)
 
 
