@@ -178,6 +178,7 @@ def estimate_tasks(
     propensity_bounds: tuple[float, float] = (0.05, 0.95),
     trimming_threshold: float = 0.01,
     backend: str = "joblib",
+    client: Any = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TaskEstimates:
     """Per-task double/debiased ML estimates.
@@ -214,8 +215,13 @@ def estimate_tasks(
         A task with more than 5% of fitted propensities outside is flagged ("warning").
     trimming_threshold : float
         DoubleML's propensity trimming.
-    backend : {"joblib"}
-        Where the per-task fits run.
+    backend : {"joblib", "dask"}
+        Where the per-task fits run: local processes (joblib), or a ``dask.distributed``
+        cluster — the ``client`` given, or else a ``LocalCluster`` started for the call
+        (one worker process per core). Results are identical either way (same per-task
+        seeds).
+    client : dask.distributed.Client, optional
+        The cluster to use with ``backend="dask"``.
     progress : callable, optional
         ``progress(done, total)`` after each finished task.
 
@@ -232,8 +238,10 @@ def estimate_tasks(
                         f"{', '.join(ESTIMANDS)}.")
     if not isinstance(folds, int) or folds < 2:
         raise DataError(f"folds must be an integer >= 2; got {folds!r}.")
-    if backend != "joblib":
-        raise DataError(f"Unknown backend '{backend}'. Valid backends: joblib.")
+    if backend not in ("joblib", "dask"):
+        raise DataError(f"Unknown backend '{backend}'. Valid backends: joblib, dask.")
+    if client is not None and backend != "dask":
+        raise DataError("client= is used with backend='dask' only.")
     outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
     if not outcomes or len(set(outcomes)) != len(outcomes):
         raise DataError(f"outcome must be a column name or a list of distinct names; got "
@@ -260,7 +268,10 @@ def estimate_tasks(
         }
         for t in order
     ]
-    results = _run_joblib(payloads, n_jobs, progress)
+    if backend == "dask":
+        results = _run_dask(payloads, client, progress)
+    else:
+        results = _run_joblib(payloads, n_jobs, progress)
     params = ["theta"] if len(outcomes) == 1 else outcomes
     return _collect(results, estimand, learner, folds, seed, params)
 
@@ -279,6 +290,40 @@ def _run_joblib(payloads: list[dict[str, Any]], n_jobs: int,
         if progress is not None:
             progress(done, total)
     return results
+
+
+def _run_dask(payloads: list[dict[str, Any]], client: Any,
+              progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    """Map the per-task fits over a dask.distributed cluster, in task order."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise DataError("backend='dask' needs dask.distributed: pip install "
+                        "'dask[distributed]'.") from None
+    own_cluster = None
+    if client is None:
+        own_cluster = LocalCluster(processes=True, threads_per_worker=1,
+                                   dashboard_address=None)
+        client = Client(own_cluster)
+    elif not isinstance(client, Client):
+        raise DataError(f"client must be a dask.distributed.Client; got "
+                        f"{type(client).__name__}.")
+    try:
+        total = len(payloads)
+        if progress is not None:
+            progress(0, total)
+        futures = client.map(_fit_one_task, payloads, pure=False)
+        position = {future.key: i for i, future in enumerate(futures)}
+        results: list[dict[str, Any] | None] = [None] * total
+        for done, future in enumerate(as_completed(futures), 1):
+            results[position[future.key]] = future.result()
+            if progress is not None:
+                progress(done, total)
+        return [r for r in results if r is not None]
+    finally:
+        if own_cluster is not None:
+            client.close()
+            own_cluster.close()
 
 
 def _collect(results: list[dict[str, Any]], estimand: str, learner: Any, folds: int,

@@ -150,3 +150,22 @@ def test_several_outcomes_give_vector_theta_with_joint_covariance():
     assert np.all(corr > 0.2)  # y2 carries half of y's noise
     z = (vec.estimates[:, 1] - (0.5 * 1.0 - 1.0)) / vec.se[:, 1]
     assert np.all(np.abs(z) < 4)
+
+
+def test_dask_backend_matches_joblib():
+    distributed = pytest.importorskip("dask.distributed")
+    df = simulate(n_tasks=4, n=200, seed=11)
+    kwargs = dict(task="site", outcome="y", treatment="d", covariates=COV, learner="linear",
+                  folds=3, seed=5)
+    local = bf.estimate_tasks(df, n_jobs=1, **kwargs)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        done = []
+        remote = bf.estimate_tasks(df, backend="dask", client=client,
+                                   progress=lambda d, t: done.append(d), **kwargs)
+        assert len(client.scheduler_info()["workers"]) == 2
+    assert remote.tasks == local.tasks
+    np.testing.assert_array_equal(remote.estimates, local.estimates)
+    np.testing.assert_array_equal(remote.covariances, local.covariances)
+    assert done[-1] == 4
