@@ -82,6 +82,7 @@ def fuse(
     target_accept: float | None = None,
     seed: int = 0,
     backend: str = "numpyro",
+    method: str = "nuts",
     collapsed: bool = True,
     chain_method: str | None = None,
     prior_draws: int = 500,
@@ -107,6 +108,10 @@ def fuse(
         Random seed; the same seed gives identical draws.
     backend : {"numpyro", "pymc"}
         Sampler backend.
+    method : {"nuts", "exact"}
+        ``"exact"`` (exchangeable, scalar θ, normal prior on μ): independent draws by
+        quadrature over τ instead of MCMC — no sampler diagnostics to worry about, and a
+        check of NUTS.
     collapsed : bool
         Integrate θ out analytically and sample only the hyperparameters (default). With
         ``False`` the plain non-centred model is sampled (for checking).
@@ -132,6 +137,8 @@ def fuse(
     from bayesfuse.result import FusionResult
     from bayesfuse.sampler import run_numpyro
 
+    if method not in ("nuts", "exact"):
+        raise SpecError(f"Unknown method '{method}'. Valid methods: nuts, exact.")
     if backend not in BACKENDS:
         raise SpecError(f"Unknown backend '{backend}'. Valid backends: {', '.join(BACKENDS)}.")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -139,7 +146,11 @@ def fuse(
     estimates, spec, family = prepare(
         estimates, model, priors, chains=chains, draws=draws, warmup=warmup,
         target_accept=target_accept, chain_method=chain_method, **options)
-    if backend == "pymc":
+    if method == "exact":
+        from bayesfuse.sampler import run_exact
+
+        samples = run_exact(family, spec.sampler, seed, prior_draws=prior_draws)
+    elif backend == "pymc":
         from bayesfuse.backends import pymc as pymc_backend
 
         samples = pymc_backend.run_pymc(family, spec.sampler, seed, collapsed=collapsed,
@@ -152,7 +163,8 @@ def fuse(
         "spec": spec.to_dict(),
         "priors": prior_strings(family.priors, family.prior_blocks()),
         "seed": seed,
-        "backend": backend,
+        "backend": backend if method == "nuts" else "exact",
+        "method": method,
         "collapsed": bool(collapsed and family.collapsible),
         "chain_method": samples.chain_method,
         "estimand": estimates.estimand,

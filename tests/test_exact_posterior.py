@@ -112,3 +112,36 @@ def test_quadrature_reference_is_right():
     assert exact["mu"][0] == pytest.approx(m_mu, rel=1e-5)
     assert exact["mu"][1] == pytest.approx(np.sqrt(v_mu), rel=1e-3)
     assert exact["theta"][0][0] == pytest.approx(m_mu + 0.5 * (1 - m_mu), rel=1e-4)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_method_exact_matches_quadrature(case, eight_schools):
+    """method="exact" (independent draws by quadrature in bayesfuse) vs this test's own
+    quadrature: means within 5 standard errors of iid draws, sds within 5%."""
+    settings = CASES[case]
+    est = _data(case, eight_schools)
+    _, m0, s0 = settings["mu"]
+    priors = {"mu": f"normal({m0}, {s0})", "tau": settings["tau"]}
+    fit = bf.fuse(est, model="exchangeable", priors=priors, seed=4, method="exact",
+                  draws=2500, warn=False)
+    assert fit.meta["method"] == "exact" and fit.diagnostics().ok
+    tau_prior = parse_prior(settings["tau"])
+    exact = exact_posterior(est.estimates[:, 0], est.se[:, 0], m0, s0,
+                            lambda t: tau_prior.logpdf(t), settings["tau_max"])
+    post = fit.idata.posterior
+    n = post.sizes["chain"] * post.sizes["draw"]
+    for name, values in (("mu", post["mu"].values[..., 0]), ("tau", post["tau"].values[..., 0])):
+        mean, sd = exact[name]
+        assert abs(values.mean() - mean) < 5 * sd / np.sqrt(n), name
+        assert abs(values.std() / sd - 1) < 0.05, name
+    theta = post["theta"].values[..., 0].reshape(n, -1)
+    mean, sd = exact["theta"]
+    assert np.all(np.abs(theta.mean(0) - mean) < 5 * sd / np.sqrt(n))
+    np.testing.assert_allclose(theta.std(0), sd, rtol=0.05)
+
+
+def test_method_exact_refuses_what_it_cannot_do(eight_schools):
+    with pytest.raises(bf.errors.SpecError, match="normal prior on mu"):
+        bf.fuse(eight_schools, priors={"mu": "cauchy(0, 10)"}, method="exact")
+    with pytest.raises(bf.errors.SpecError, match="not available for family 'pooled'"):
+        bf.fuse(eight_schools, model="pooled", method="exact")
