@@ -2,9 +2,14 @@
 
 One DoubleML fit per task on that task's rows (cross-fitting with scikit-learn learners):
 ``ate`` / ``atte`` by the IRM (AIPW) score, ``plr`` by the partially linear model. θ̂ₖ is
-DoubleML's coefficient and Vₖ its variance, computed by DoubleML from the score values ψ.
-Tasks that cannot be estimated reliably are excluded or flagged, and listed in
+DoubleML's coefficient and Vₖ its variance (``se**2``), which DoubleML computes from the score
+values ψ. Tasks that cannot be estimated reliably are excluded or flagged and listed in
 ``TaskEstimates.flags`` — never dropped silently, never NaN.
+
+Layout: :func:`estimate_tasks` validates, builds one payload per task and maps
+:func:`_fit_one_task` over them (joblib or dask); ``_fit_one_task`` applies the guards and calls
+the estimand's fitter from ``_FITTERS``, which returns θ̂ (p,) and V (p, p) — the place where a
+vector-θ estimand (``blp``) plugs in.
 """
 
 from __future__ import annotations
@@ -22,146 +27,20 @@ from bayesfuse.errors import DataError, TaskWarning
 from bayesfuse.estimates import TaskEstimates, _task_label
 from bayesfuse.learners import describe_learner, resolve_learner
 
-__all__ = ["estimate_tasks", "ESTIMANDS"]
+__all__ = ["estimate_tasks", "ESTIMANDS", "BACKENDS"]
 
 ESTIMANDS = ("ate", "atte", "plr")
-_PLANNED = {"blp": "the CATE best-linear-projection estimand ('blp') is not available yet"}
+BACKENDS = ("joblib", "dask")
+_BINARY = ("ate", "atte")
+_PLANNED = {"blp": "The CATE best-linear-projection estimand 'blp' is not available yet"}
+EXTREME_SHARE = 0.05  # a task with more propensities at or beyond the bounds is flagged
 
 
-def _check_columns(df: pd.DataFrame, task: str, outcomes: list[str], treatment: str,
-                   covariates: Sequence[str] | None) -> list[str]:
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"estimate_tasks needs a pandas DataFrame; got {type(df).__name__}.")
-    if len(df) == 0:
-        raise DataError("The data table is empty.")
-    named = [("task", task), *(("outcome", o) for o in outcomes), ("treatment", treatment)]
-    missing = [f"{role} column '{col}'" for role, col in named if col not in df.columns]
-    if covariates is not None:
-        missing += [f"covariate '{c}'" for c in covariates if c not in df.columns]
-    if missing:
-        raise DataError(f"Missing {', '.join(missing)}; the table has {list(df.columns)}.")
-    if covariates is None:
-        covariates = [c for c in df.columns if c not in (task, *outcomes, treatment)]
-    covariates = list(covariates)
-    if not covariates:
-        raise DataError("No covariates: give covariates=[...] (DoubleML needs at least one).")
-    for column in [*outcomes, treatment, *covariates]:
-        values = df[column]
-        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
-            raise DataError(
-                f"Column '{column}' must be numeric; it holds {values.dtype} values such as "
-                f"{values.dropna().iloc[0]!r}. One-hot encode categories first "
-                "(pandas.get_dummies)."
-            )
-        n_missing = int(values.isna().sum())
-        if n_missing:
-            raise DataError(
-                f"Column '{column}' has {n_missing} missing value(s); drop or impute those rows "
-                "first (e.g. df.dropna(subset=[...]))."
-            )
-        if not np.isfinite(values.to_numpy(dtype=float)).all():
-            raise DataError(f"Column '{column}' has infinite values.")
-    if df[task].isna().any():
-        raise DataError(f"Task column '{task}' has {int(df[task].isna().sum())} missing ids.")
-    return covariates
+class _TaskFailure(Exception):
+    """A task that cannot be estimated; the message is the reason shown in ``flags``."""
 
 
-def _task_seed(seed: int, task: str) -> int:
-    """A seed per task from (seed, task id): results do not depend on order or n_jobs."""
-    sequence = np.random.SeedSequence([seed, zlib.crc32(task.encode("utf-8"))])
-    return int(sequence.generate_state(1)[0] % (2**31 - 1))
-
-
-def _fit_one_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """Fit one task; returns estimates and covariance, or the reason it was excluded."""
-    task, rows = payload["task"], payload["rows"]
-    treatment = payload["treatment"]
-    estimand, folds = payload["estimand"], payload["folds"]
-    n = len(rows)
-    result: dict[str, Any] = {"task": task, "n": n}
-    d = rows[treatment].to_numpy(dtype=float)
-    binary = estimand in ("ate", "atte")
-    if binary:
-        n_treated, n_control = int(d.sum()), int(n - d.sum())
-        result["arms"] = [n_treated, n_control]
-    reasons = []
-    if n < payload["min_n"]:
-        reasons.append(f"n = {n} < min_n = {payload['min_n']}")
-    if binary:
-        low = max(payload["min_arm"], folds)
-        if n_treated < low or n_control < low:
-            reasons.append(f"{n_treated} treated and {n_control} controls; each arm needs at "
-                           f"least {low} (min_arm = {payload['min_arm']}, folds = {folds})")
-    elif np.ptp(d) == 0:
-        reasons.append("the treatment does not vary within the task")
-    if reasons:
-        result["excluded"] = "; ".join(reasons)
-        return result
-    seed = payload["seed"]
-    outcomes = payload["outcomes"]
-    coefficients, influence = [], []
-    propensity = None
-    for name in outcomes:
-        model = _fit_doubleml(rows, name, treatment, payload, binary, seed)
-        if isinstance(model, str):
-            result["excluded"] = model if len(outcomes) == 1 else f"outcome '{name}': {model}"
-            return result
-        coefficients.append(float(model.coef[0]))
-        psi = np.asarray(model.psi)[:, 0, 0]
-        jacobian = float(np.mean(np.asarray(model.psi_deriv)[:, 0, 0]))
-        # influence of unit i on θ̂ (DoubleML's linear score): -ψᵢ / J
-        influence.append(-psi / jacobian)
-        if binary and propensity is None:
-            propensity = np.asarray(model.predictions["ml_m"]).reshape(-1)
-    # Cov(θ̂_a, θ̂_b) = Σᵢ IFₐᵢ IF_bᵢ / n²; its diagonal is DoubleML's se² (mean ψ²/J²/n)
-    influence = np.stack(influence, axis=1)  # (n, p)
-    covariance = influence.T @ influence / n**2
-    if len(outcomes) > 1 and np.linalg.eigvalsh(covariance)[0] <= 0:
-        result["excluded"] = ("the joint covariance of the outcomes is singular "
-                              f"(n = {n} for {len(outcomes)} outcomes)")
-        return result
-    result["estimate"] = coefficients
-    result["covariance"] = covariance
-    if binary:
-        low, high = payload["propensity_bounds"]
-        share = float(np.mean((propensity < low) | (propensity > high)))
-        if share > 0.05:
-            result["warning"] = (f"{share:.0%} of fitted propensities outside [{low}, {high}] "
-                                 "(overlap is poor; the estimate leans on trimming)")
-    return result
-
-
-def _fit_doubleml(rows: pd.DataFrame, outcome: str, treatment: str, payload: dict[str, Any],
-                  binary: bool, seed: int):
-    """One DoubleML fit; the same seed gives the same sample splits for every outcome."""
-    import doubleml as dml
-
-    np.random.seed(seed)  # noqa: NPY002 - DoubleML splits samples with the global generator
-    data = dml.DoubleMLData(rows, y_col=outcome, d_cols=treatment,
-                            x_cols=payload["covariates"])
-    learner, folds = payload["learner"], payload["folds"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if binary:
-                model = dml.DoubleMLIRM(
-                    data, ml_g=resolve_learner(learner, "regressor", seed),
-                    ml_m=resolve_learner(learner, "classifier", seed), n_folds=folds,
-                    score=payload["estimand"].upper(),
-                    trimming_threshold=payload["trimming_threshold"])
-            else:
-                model = dml.DoubleMLPLR(
-                    data, ml_l=resolve_learner(learner, "regressor", seed),
-                    ml_m=resolve_learner(learner, "regressor", seed), n_folds=folds)
-            model.fit()
-        except Exception as exc:  # noqa: BLE001 - a failing task is reported, not fatal
-            return f"DoubleML fit failed: {type(exc).__name__}: {exc}"
-    coef, se = float(model.coef[0]), float(model.se[0])
-    if not np.isfinite(coef) or not np.isfinite(se) or se <= 0:
-        return f"DoubleML returned estimate {coef} with se {se}"
-    return model
-
-
+# ---------------------------------------------------------------------- public entry point
 def estimate_tasks(
     df: pd.DataFrame,
     task: str,
@@ -175,116 +54,440 @@ def estimate_tasks(
     seed: int = 0,
     min_n: int = 20,
     min_arm: int = 5,
-    propensity_bounds: tuple[float, float] = (0.05, 0.95),
+    propensity_bounds: tuple[float, float] = (0.01, 0.99),
     trimming_threshold: float = 0.01,
     backend: str = "joblib",
-    client: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    client: Any = None,
 ) -> TaskEstimates:
-    """Per-task double/debiased ML estimates.
+    """Per-task double/debiased ML estimates: one DoubleML fit per task.
 
     Parameters
     ----------
-    df : DataFrame
+    df : DataFrame of shape (N, ...)
         Individual-level rows of all tasks.
-    task, treatment : str
-        Column names. The treatment is 0/1 for ``ate``/``atte``; any numeric for ``plr``.
+    task : str
+        Column with the task id (site, school...). Tasks keep the order of first appearance.
     outcome : str or sequence of str
-        Outcome column, or several: then θ is a vector (one effect per outcome, p =
-        number of outcomes, named after them), all fitted on the same rows and sample
-        splits, and Vₖ is their joint covariance from DoubleML's score values (the
-        influence functions -ψ/J of the outcomes, Σᵢ IFₐᵢ IF_bᵢ / n²).
+        Outcome column, or several: then θ is a vector (one effect per outcome, p = number of
+        outcomes, named after them), all fitted on the same rows and sample splits; the
+        diagonal of Vₖ is each fit's DoubleML ``se**2`` and the off-diagonal entries follow
+        from the correlation of the fits' score values ψ.
+    treatment : str
+        Treatment column: 0/1 (or bool) for ``ate``/``atte``; any numeric for ``plr``.
     covariates : sequence of str, optional
-        Adjustment covariates (numeric). Default: every other column.
+        Adjustment covariates (numeric or bool). Default: every other column.
     estimand : {"ate", "atte", "plr"}
-        Average treatment effect (IRM/AIPW score), on the treated, or the partially linear
-        coefficient.
+        Average treatment effect (IRM/AIPW score), effect on the treated (``ATTE`` score), or
+        the partially linear coefficient. (``"blp"`` is planned.)
     learner : str, estimator or mapping
         ``"gbm"``, ``"rf"``, ``"lasso"``, ``"linear"``, any scikit-learn estimator, or
-        ``{"outcome": ..., "propensity": ...}``.
-    folds : int
-        Cross-fitting folds.
-    n_jobs : int
-        Tasks fitted in parallel (joblib; -1 = all cores).
-    seed : int
-        Each task's fit is seeded from (seed, task id).
-    min_n, min_arm : int
-        Tasks with fewer rows, or fewer treated or controls (also fewer than ``folds``), are
-        excluded and listed in ``flags``.
-    propensity_bounds : (float, float)
-        A task with more than 5% of fitted propensities outside is flagged ("warning").
-    trimming_threshold : float
-        DoubleML's propensity trimming.
+        ``{"outcome": ..., "propensity": ...}``; see :func:`bayesfuse.learners.resolve_learner`.
+    folds : int, default 5
+        Cross-fitting folds (``n_folds`` of DoubleML), at least 2.
+    n_jobs : int, default -1
+        Tasks fitted in parallel by joblib (-1 = all cores). Results do not depend on it.
+    seed : int, default 0
+        Each task's fit is seeded from (seed, task id): its sample splits and learners'
+        ``random_state``. Results do not depend on ``n_jobs``, the backend or the row order.
+    min_n : int, default 20
+        Tasks with fewer rows (or fewer than 2 × ``folds``) are excluded.
+    min_arm : int, default 5
+        For a binary treatment, tasks with fewer treated or fewer controls than
+        ``max(min_arm, folds)`` are excluded.
+    propensity_bounds : (float, float), default (0.01, 0.99)
+        A task where more than 5% of the fitted propensities (DoubleML's
+        ``predictions["ml_m"]``, after trimming) lie at or beyond these bounds is flagged
+        (status ``"warning"``); a propensity trimmed to the bound counts.
+    trimming_threshold : float, default 0.01
+        DoubleML's propensity clipping for ``ate``/``atte``.
     backend : {"joblib", "dask"}
-        Where the per-task fits run: local processes (joblib), or a ``dask.distributed``
-        cluster — the ``client`` given, or else a ``LocalCluster`` started for the call
-        (one worker process per core). Results are identical either way (same per-task
-        seeds).
+        Where the per-task fits run: local processes (joblib) or a ``dask.distributed``
+        cluster (``client``, or a ``LocalCluster`` started for the call).
+    progress : callable, optional
+        ``progress(done, total)`` after each finished task (``total`` = number of tasks).
     client : dask.distributed.Client, optional
         The cluster to use with ``backend="dask"``.
-    progress : callable, optional
-        ``progress(done, total)`` after each finished task.
 
     Returns
     -------
     TaskEstimates
-        θ̂ (K, p) and covariances (K, p, p) of the tasks that could be estimated; ``flags``
-        lists excluded and warned tasks with the reason.
+        θ̂ of shape (K, p) and V of shape (K, p, p) of the K tasks that could be estimated,
+        ``n`` (rows per task), ``params`` (``["theta"]``, or the outcome names),
+        ``estimand``; ``flags`` (columns ``task, status, reason``) lists the excluded and
+        warned tasks; ``meta`` holds the learners, folds, seed, versions and, for a binary
+        treatment, ``meta["arms"] = {task: [n_treated, n_control]}`` for every task.
+
+    Raises
+    ------
+    DataError
+        Bad input (missing or non-numeric columns, missing values, a non-binary treatment for
+        ``ate``/``atte``, unknown estimand / learner / backend, ``folds`` < 2), or fewer than
+        2 tasks left after the guards.
+
+    Warns
+    -----
+    TaskWarning
+        Once, summarising the excluded and flagged tasks.
+
+    Examples
+    --------
+    >>> est = estimate_tasks(df, task="site", outcome="y", treatment="d",
+    ...                      covariates=["x1", "x2"], learner="lasso")  # doctest: +SKIP
+    >>> est.estimates.shape, est.covariances.shape  # doctest: +SKIP
+    ((12, 1), (12, 1, 1))
     """
-    if estimand in _PLANNED:
-        raise DataError(_PLANNED[estimand] + "; use 'ate', 'atte' or 'plr'.")
-    if estimand not in ESTIMANDS:
-        raise DataError(f"Unknown estimand '{estimand}'. Valid estimands: "
-                        f"{', '.join(ESTIMANDS)}.")
-    if not isinstance(folds, int) or folds < 2:
-        raise DataError(f"folds must be an integer >= 2; got {folds!r}.")
-    if backend not in ("joblib", "dask"):
-        raise DataError(f"Unknown backend '{backend}'. Valid backends: joblib, dask.")
-    if client is not None and backend != "dask":
-        raise DataError("client= is used with backend='dask' only.")
+    binary = _check_options(estimand, folds, n_jobs, min_n, min_arm, propensity_bounds,
+                            trimming_threshold, backend, client)
     outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
     if not outcomes or len(set(outcomes)) != len(outcomes):
         raise DataError(f"outcome must be a column name or a list of distinct names; got "
                         f"{outcome!r}.")
     covariates = _check_columns(df, task, outcomes, treatment, covariates)
-    if estimand in ("ate", "atte"):
-        values = set(np.unique(df[treatment].to_numpy(dtype=float)))
-        if not values <= {0.0, 1.0}:
-            raise DataError(
-                f"Treatment column '{treatment}' must be 0/1 for estimand '{estimand}'; found "
-                f"values {sorted(values)[:5]}. Use estimand='plr' for a continuous treatment."
-            )
-    resolve_learner(learner, "regressor")  # fail early on an unknown learner
-    labels = df[task].map(_task_label)
-    order = list(dict.fromkeys(labels))
-    payloads = [
-        {
-            "task": t, "rows": df.loc[labels == t, [*outcomes, treatment, *covariates]]
-            .reset_index(drop=True).astype(float),
-            "outcomes": outcomes, "treatment": treatment, "covariates": covariates,
-            "estimand": estimand, "folds": folds, "learner": learner,
-            "seed": _task_seed(seed, t), "min_n": min_n, "min_arm": min_arm,
-            "propensity_bounds": propensity_bounds, "trimming_threshold": trimming_threshold,
-        }
-        for t in order
-    ]
+    if binary:
+        _check_binary(df[treatment], treatment, estimand)
+    # fail early (and once) on an unknown alias or an unusable estimator
+    learners = {"outcome": resolve_learner(learner, "regressor", seed),
+                "propensity": resolve_learner(learner, "classifier" if binary else "regressor",
+                                              seed)}
+
+    payloads = _payloads(df, task, outcomes, treatment, covariates, estimand, learner, folds,
+                         seed, min_n, min_arm, propensity_bounds, trimming_threshold)
     if backend == "dask":
         results = _run_dask(payloads, client, progress)
     else:
         results = _run_joblib(payloads, n_jobs, progress)
-    params = ["theta"] if len(outcomes) == 1 else outcomes
-    return _collect(results, estimand, learner, folds, seed, params)
+
+    flags = _flags(results)
+    if len(flags):
+        n_out = int((flags["status"] == "excluded").sum())
+        warnings.warn(
+            f"Stage 1: {n_out} task(s) excluded, {len(flags) - n_out} flagged: "
+            + _reasons(flags) + " (see .flags)",
+            TaskWarning, stacklevel=2,
+        )
+    kept = [r for r in results if "excluded" not in r]
+    if len(kept) < 2:
+        raise DataError(f"Only {len(kept)} of {len(results)} task(s) could be estimated; "
+                        f"fusion needs 2. Reasons: {_reasons(flags)}")
+    meta = {
+        "estimand": estimand, "learner": describe_learner(learner),
+        "learners": {role: " ".join(repr(model).split()) for role, model in learners.items()},
+        "folds": folds, "seed": seed, **_versions(),
+    }
+    if binary:
+        meta["arms"] = {r["task"]: r["arms"] for r in results}
+    return TaskEstimates(
+        [r["task"] for r in kept],
+        np.array([r["estimate"] for r in kept], dtype=float),
+        np.array([r["covariance"] for r in kept], dtype=float),
+        n=np.array([r["n"] for r in kept], dtype=float),
+        covariates=None,
+        params=["theta"] if len(outcomes) == 1 else outcomes,
+        estimand=estimand,
+        flags=flags,
+        meta=meta,
+    )
 
 
+# ---------------------------------------------------------------------- validation
+def _check_options(estimand: str, folds: Any, n_jobs: Any, min_n: Any, min_arm: Any,
+                   bounds: Any, trimming: Any, backend: str, client: Any) -> bool:
+    """Validate the scalar options; returns whether the estimand needs a 0/1 treatment."""
+    if estimand in _PLANNED:
+        raise DataError(f"{_PLANNED[estimand]} (a later release adds it); use one of "
+                        f"{', '.join(ESTIMANDS)}.")
+    if estimand not in ESTIMANDS:
+        raise DataError(f"Unknown estimand '{estimand}'. Valid estimands: "
+                        f"{', '.join(ESTIMANDS)}.")
+    for name, value, low in (("folds", folds, 2), ("min_n", min_n, 1), ("min_arm", min_arm, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise DataError(f"{name} must be an integer >= {low}; got {value!r}.")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs == 0:
+        raise DataError(f"n_jobs must be a non-zero integer (-1 = all cores); got {n_jobs!r}.")
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise DataError(f"propensity_bounds must be two numbers (low, high); got "
+                        f"{bounds!r}.") from None
+    if not 0 <= low < high <= 1:
+        raise DataError(f"propensity_bounds must satisfy 0 <= low < high <= 1; got {bounds!r}.")
+    if not isinstance(trimming, int | float) or not 0 <= trimming < 0.5:
+        raise DataError(f"trimming_threshold must be a number in [0, 0.5); got {trimming!r}.")
+    if backend not in BACKENDS:
+        raise DataError(f"Unknown backend '{backend}'. Valid backends: {', '.join(BACKENDS)}.")
+    if client is not None and backend != "dask":
+        raise DataError("client= is used with backend='dask' only.")
+    return estimand in _BINARY
+
+
+def _check_columns(df: Any, task: str, outcomes: list[str], treatment: str,
+                   covariates: Sequence[str] | None) -> list[str]:
+    """Check the used columns exist, are numeric and complete; returns the covariates."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"estimate_tasks needs a pandas DataFrame; got {type(df).__name__}.")
+    if len(df) == 0:
+        raise DataError("The data table is empty: no tasks to estimate.")
+    if not df.columns.is_unique:
+        duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+        raise DataError(f"Column names must be unique; duplicated: {', '.join(duplicated)}.")
+    if isinstance(covariates, str):
+        covariates = [covariates]
+    named = [("task", task), *(("outcome", o) for o in outcomes), ("treatment", treatment)]
+    missing = [f"{role} column '{col}'" for role, col in named if col not in df.columns]
+    if covariates is not None:
+        missing += [f"covariate '{c}'" for c in covariates if c not in df.columns]
+    if missing:
+        raise DataError(f"Missing {', '.join(missing)}; the table has {list(df.columns)}.")
+    roles = (task, *outcomes, treatment)
+    if covariates is None:
+        covariates = [c for c in df.columns if c not in roles]
+    covariates = list(covariates)
+    if not covariates:
+        raise DataError("No covariates: give covariates=[...] (DoubleML needs at least one).")
+    clash = [c for c in covariates if c in roles]
+    if clash:
+        raise DataError(f"Covariate(s) {clash} are also the task, outcome or treatment column; "
+                        "remove them from covariates.")
+    if len(set(covariates)) != len(covariates):
+        raise DataError(f"Covariates must be distinct; got {covariates}.")
+    n_task_missing = int(df[task].isna().sum())
+    if n_task_missing:
+        raise DataError(f"Task column '{task}' has {n_task_missing} missing id(s); drop those "
+                        "rows first.")
+    for column in [*outcomes, treatment, *covariates]:
+        values = df[column]
+        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            example = values.dropna().iloc[0] if values.notna().any() else None
+            raise DataError(
+                f"Column '{column}' must be numeric; it holds {values.dtype} values such as "
+                f"{example!r}. One-hot encode categories first (pandas.get_dummies)."
+            )
+        n_missing = int(values.isna().sum())
+        if n_missing:
+            raise DataError(
+                f"Column '{column}' has {n_missing} missing value(s) (NaN) in {len(df)} rows; "
+                f"drop or impute those rows first (df.dropna(subset=['{column}', ...]))."
+            )
+        n_inf = int((~np.isfinite(values.to_numpy(dtype=float))).sum())
+        if n_inf:
+            raise DataError(f"Column '{column}' has {n_inf} infinite value(s); drop or fix "
+                            "those rows first.")
+    return covariates
+
+
+def _check_binary(values: pd.Series, treatment: str, estimand: str) -> None:
+    found = np.unique(values.to_numpy(dtype=float))
+    if not set(found.tolist()) <= {0.0, 1.0}:
+        raise DataError(
+            f"Treatment column '{treatment}' must be 0/1 for estimand '{estimand}'; found "
+            f"{found.size} distinct values such as {found[:5].tolist()}. Use estimand='plr' for "
+            "a continuous treatment."
+        )
+
+
+# ---------------------------------------------------------------------- per-task work
+def _task_seed(seed: int, task: str) -> int:
+    """A seed per task from (seed, task id): results do not depend on order or n_jobs."""
+    sequence = np.random.SeedSequence([int(seed) % 2**32, zlib.crc32(task.encode("utf-8"))])
+    return int(sequence.generate_state(1)[0] % (2**31 - 1))
+
+
+def _payloads(df: pd.DataFrame, task: str, outcomes: list[str], treatment: str,
+              covariates: list[str], estimand: str, learner: Any, folds: int, seed: int,
+              min_n: int, min_arm: int, bounds: tuple[float, float],
+              trimming: float) -> list[dict[str, Any]]:
+    """One self-contained payload per task (picklable: what a worker needs, nothing else)."""
+    labels = df[task].map(_task_label)
+    data = df[[*outcomes, treatment, *covariates]].astype(float)
+    groups = labels.groupby(labels, sort=False).indices  # task -> row positions, first seen
+    common = {
+        "outcomes": outcomes, "treatment": treatment, "covariates": covariates,
+        "estimand": estimand, "folds": int(folds), "learner": learner, "min_n": int(min_n),
+        "min_arm": int(min_arm), "propensity_bounds": tuple(float(b) for b in bounds),
+        "trimming_threshold": float(trimming),
+    }
+    return [
+        {"task": t, "rows": data.iloc[rows].reset_index(drop=True),
+         "seed": _task_seed(seed, t), **common}
+        for t, rows in groups.items()
+    ]
+
+
+def _fit_one_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """Guards and fit of one task.
+
+    Parameters
+    ----------
+    payload : dict
+        From :func:`_payloads`: ``task``, ``rows`` (DataFrame of the task's n rows), column
+        names, options and the task's ``seed``.
+
+    Returns
+    -------
+    dict
+        ``task``, ``n``, ``arms`` ([n_treated, n_control], binary treatment) and either
+        ``estimate`` (p,) and ``covariance`` (p, p) (plus ``warning`` when flagged), or
+        ``excluded`` with the reason.
+    """
+    task, rows, estimand = payload["task"], payload["rows"], payload["estimand"]
+    result: dict[str, Any] = {"task": task, "n": len(rows)}
+    d = rows[payload["treatment"]].to_numpy(dtype=float)
+    if estimand in _BINARY:
+        n_treated = int(d.sum())
+        result["arms"] = [n_treated, len(rows) - n_treated]
+    reasons = _guard_reasons(len(rows), d, payload)
+    if reasons:
+        result["excluded"] = "; ".join(reasons)
+        return result
+    state = np.random.get_state()  # noqa: NPY002 - restored below (the n_jobs=1 path)
+    try:
+        fit = _FITTERS[estimand](rows, payload)
+    except _TaskFailure as exc:
+        result["excluded"] = str(exc)
+        return result
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    result["estimate"] = fit["estimate"]
+    result["covariance"] = fit["covariance"]
+    propensity = fit.get("propensity")
+    if propensity is not None:
+        low, high = payload["propensity_bounds"]
+        share = float(np.mean((propensity <= low) | (propensity >= high)))
+        if share > EXTREME_SHARE:
+            result["warning"] = (
+                f"{share:.0%} of fitted propensities at or beyond [{low:g}, {high:g}] "
+                f"(more than {EXTREME_SHARE:.0%}): poor overlap, the estimate leans on trimming"
+            )
+    return result
+
+
+def _guard_reasons(n: int, d: np.ndarray, payload: dict[str, Any]) -> list[str]:
+    """Why a task cannot be estimated reliably (empty list: it can)."""
+    folds, min_n, min_arm = payload["folds"], payload["min_n"], payload["min_arm"]
+    reasons = []
+    if n < min_n:
+        reasons.append(f"n = {n} rows < min_n = {min_n}")
+    elif n < 2 * folds:
+        reasons.append(f"n = {n} rows, fewer than the {2 * folds} needed for {folds}-fold "
+                       "cross-fitting")
+    if payload["estimand"] in _BINARY:
+        n_treated = int(d.sum())
+        n_control = n - n_treated
+        need = max(min_arm, folds)
+        if n_treated < need or n_control < need:
+            reasons.append(f"{n_treated} treated and {n_control} controls; each arm needs at "
+                           f"least {need} (min_arm = {min_arm}, folds = {folds})")
+    elif np.ptp(d) == 0:
+        reasons.append("the treatment does not vary within the task")
+    return reasons
+
+
+def _fit_effects(rows: pd.DataFrame, payload: dict[str, Any]) -> dict[str, Any]:
+    """θ̂ (p,) and V (p, p) for ``ate``/``atte``/``plr``, one DoubleML fit per outcome.
+
+    Every outcome's fit uses the same seed, hence the same sample splits. ``V[a, a]`` is
+    DoubleML's ``se**2``; ``V[a, b] = se_a se_b corr(ψ_a/J_a, ψ_b/J_b)`` (uncentred: DoubleML
+    solves mean ψ = 0), so that for p = 1 V is exactly DoubleML's variance.
+    """
+    outcomes = payload["outcomes"]
+    estimates, ses, influence = [], [], []
+    propensity = None
+    for name in outcomes:
+        try:
+            model = _fit_doubleml(rows, name, payload)
+        except _TaskFailure as exc:
+            raise _TaskFailure(exc if len(outcomes) == 1 else f"outcome '{name}': {exc}") \
+                from None
+        estimates.append(float(model.coef[0]))
+        ses.append(float(model.se[0]))
+        if len(outcomes) > 1:
+            psi = np.asarray(model.psi)[:, 0, 0]
+            jacobian = float(np.mean(np.asarray(model.psi_deriv)[:, 0, 0]))
+            influence.append(psi / jacobian)
+        if payload["estimand"] in _BINARY and propensity is None:
+            propensity = np.asarray(model.predictions["ml_m"]).reshape(-1)
+    se = np.asarray(ses)
+    if len(outcomes) == 1:
+        covariance = se[:, None] ** 2
+    else:
+        covariance = _joint_covariance(se, np.stack(influence, axis=1))
+        min_eig = np.linalg.eigvalsh(covariance)[0]
+        if min_eig <= 1e-10 * covariance.diagonal().max():
+            raise _TaskFailure(f"the joint covariance of the {len(outcomes)} outcomes is "
+                               f"singular (n = {len(rows)}); the outcomes are collinear")
+    return {"estimate": np.asarray(estimates), "covariance": covariance,
+            "propensity": propensity}
+
+
+def _joint_covariance(se: np.ndarray, influence: np.ndarray) -> np.ndarray:
+    """Covariance (p, p) with standard deviations ``se`` (p,) and the correlation of the
+    columns of ``influence`` (n, p)."""
+    gram = influence.T @ influence
+    scale = np.sqrt(np.diagonal(gram))
+    correlation = gram / np.outer(scale, scale)
+    np.fill_diagonal(correlation, 1.0)
+    return correlation * np.outer(se, se)
+
+
+def _fit_doubleml(rows: pd.DataFrame, outcome: str, payload: dict[str, Any]) -> Any:
+    """One fitted DoubleML model of ``outcome``; raises :class:`_TaskFailure` on failure."""
+    import doubleml as dml
+
+    seed, learner, folds = payload["seed"], payload["learner"], payload["folds"]
+    estimand = payload["estimand"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # learners' convergence chatter, DoubleML notices
+        try:
+            np.random.seed(seed)  # noqa: NPY002 - DoubleML draws its splits from numpy's global RNG
+            data = dml.DoubleMLData(rows, y_col=outcome, d_cols=payload["treatment"],
+                                    x_cols=payload["covariates"])
+            if estimand in _BINARY:
+                model = dml.DoubleMLIRM(
+                    data, ml_g=resolve_learner(learner, "regressor", seed),
+                    ml_m=resolve_learner(learner, "classifier", seed), n_folds=folds,
+                    score=estimand.upper(), **_trimming(payload["trimming_threshold"]))
+            else:
+                model = dml.DoubleMLPLR(
+                    data, ml_l=resolve_learner(learner, "regressor", seed),
+                    ml_m=resolve_learner(learner, "regressor", seed), n_folds=folds)
+            model.fit()
+        except Exception as exc:  # noqa: BLE001 - a failing task is reported, not fatal
+            text = " ".join(str(exc).split()) or "no message"
+            raise _TaskFailure(f"DoubleML fit failed: {type(exc).__name__}: {text[:300]}") \
+                from None
+    coef, se = float(model.coef[0]), float(model.se[0])
+    if not np.isfinite(coef) or not np.isfinite(se) or se <= 0:
+        raise _TaskFailure(f"DoubleML returned estimate {coef} with se {se}")
+    return model
+
+
+def _trimming(threshold: float) -> dict[str, Any]:
+    """DoubleMLIRM's propensity clipping argument (``ps_processor_config`` in >= 0.11)."""
+    try:
+        from doubleml.utils import PSProcessorConfig
+    except ImportError:
+        return {"trimming_threshold": threshold}
+    return {"ps_processor_config": PSProcessorConfig(clipping_threshold=threshold)}
+
+
+# estimand -> fitter(rows, payload) -> {"estimate": (p,), "covariance": (p, p),
+#                                       "propensity": (n,) or None}
+_FITTERS: dict[str, Callable[[pd.DataFrame, dict[str, Any]], dict[str, Any]]] = {
+    "ate": _fit_effects, "atte": _fit_effects, "plr": _fit_effects,
+}
+
+
+# ---------------------------------------------------------------------- runners
 def _run_joblib(payloads: list[dict[str, Any]], n_jobs: int,
                 progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    """Map :func:`_fit_one_task` with joblib; results in task order."""
     from joblib import Parallel, delayed
 
     total = len(payloads)
-    if progress is not None:
-        progress(0, total)
-    results = []
+    n_jobs = min(n_jobs, total) if n_jobs > 0 else n_jobs
     runner = Parallel(n_jobs=n_jobs, return_as="generator")
+    results = []
     for done, result in enumerate(runner(delayed(_fit_one_task)(p) for p in payloads), 1):
         results.append(result)
         if progress is not None:
@@ -294,7 +497,7 @@ def _run_joblib(payloads: list[dict[str, Any]], n_jobs: int,
 
 def _run_dask(payloads: list[dict[str, Any]], client: Any,
               progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
-    """Map the per-task fits over a dask.distributed cluster, in task order."""
+    """Map :func:`_fit_one_task` over a dask.distributed cluster; results in task order."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -310,8 +513,6 @@ def _run_dask(payloads: list[dict[str, Any]], client: Any,
                         f"{type(client).__name__}.")
     try:
         total = len(payloads)
-        if progress is not None:
-            progress(0, total)
         futures = client.map(_fit_one_task, payloads, pure=False)
         position = {future.key: i for i, future in enumerate(futures)}
         results: list[dict[str, Any] | None] = [None] * total
@@ -326,43 +527,30 @@ def _run_dask(payloads: list[dict[str, Any]], client: Any,
             own_cluster.close()
 
 
-def _collect(results: list[dict[str, Any]], estimand: str, learner: Any, folds: int,
-             seed: int, params: list[str]) -> TaskEstimates:
-    kept = [r for r in results if "excluded" not in r]
-    flags = [{"task": r["task"], "status": "excluded", "reason": r["excluded"]}
-             for r in results if "excluded" in r]
-    flags += [{"task": r["task"], "status": "warning", "reason": r["warning"]}
-              for r in kept if "warning" in r]
-    if flags:
-        warnings.warn(
-            f"{sum(f['status'] == 'excluded' for f in flags)} task(s) excluded and "
-            f"{sum(f['status'] == 'warning' for f in flags)} flagged in stage 1: "
-            + "; ".join(f"{f['task']}: {f['reason']}" for f in flags[:5])
-            + (" ..." if len(flags) > 5 else "") + " (see .flags)",
-            TaskWarning, stacklevel=3,
-        )
-    if len(kept) < 2:
-        reasons = "; ".join(f"{f['task']}: {f['reason']}" for f in flags[:5])
-        raise DataError(f"Only {len(kept)} task(s) could be estimated; fusion needs 2. "
-                        f"Reasons: {reasons}")
-    versions = {}
+# ---------------------------------------------------------------------- output
+def _flags(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per excluded or warned task, in task order."""
+    rows = []
+    for r in results:
+        if "excluded" in r:
+            rows.append({"task": r["task"], "status": "excluded", "reason": r["excluded"]})
+        elif "warning" in r:
+            rows.append({"task": r["task"], "status": "warning", "reason": r["warning"]})
+    return pd.DataFrame(rows, columns=["task", "status", "reason"])
+
+
+def _reasons(flags: pd.DataFrame, limit: int = 8) -> str:
+    parts = [f"{f.task} ({f.status}): {f.reason}" for f in flags.head(limit).itertuples()]
+    more = f"; ... and {len(flags) - limit} more" if len(flags) > limit else ""
+    return "; ".join(parts) + more if parts else "none"
+
+
+def _versions() -> dict[str, Any]:
+    found = {}
     for package in ("doubleml", "scikit-learn"):
         try:
-            versions[package] = metadata.version(package)
+            found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            continue
-    meta = {
-        "estimand": estimand, "learner": describe_learner(learner), "folds": folds,
-        "seed": seed, "versions": versions,
-        "arms": {r["task"]: r["arms"] for r in kept if "arms" in r},
-    }
-    return TaskEstimates(
-        [r["task"] for r in kept],
-        np.array([r["estimate"] for r in kept]),
-        np.array([r["covariance"] for r in kept]),
-        n=np.array([r["n"] for r in kept], dtype=float),
-        params=params,
-        estimand=estimand,
-        flags=pd.DataFrame(flags, columns=["task", "status", "reason"]),
-        meta=meta,
-    )
+            found[package] = None
+    return {"doubleml_version": found["doubleml"], "sklearn_version": found["scikit-learn"],
+            "versions": {k: v for k, v in found.items() if v is not None}}
