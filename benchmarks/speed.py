@@ -4,6 +4,7 @@ For each K, on the same simulated exchangeable data (θₖ ~ N(1, 0.5²), seₖ 
 
 * ``bayesfuse`` — ``bf.fuse(est, "exchangeable")``: collapsed NUTS (NumPyro) on (μ, τ) and
   exact draws of θ, first fit (with compilation) and a refit of the compiled model;
+* ``bayesfuse-exact`` — ``method="exact"``: independent draws by quadrature over τ;
 * ``numpyro-plain`` — plain NumPyro NUTS on the textbook non-centred model
   (θₖ = μ + τ zₖ, θ̂ₖ ~ N(θₖ, seₖ)), 4 chains;
 * ``pymc`` — PyMC's default NUTS (``pm.sample``) on the same non-centred model;
@@ -145,6 +146,7 @@ def run_nutpie(est, settings):
 METHODS = {
     "bayesfuse": lambda est, s: run_bayesfuse(est, s),
     "bayesfuse-refit": lambda est, s: run_bayesfuse(est, s, refit=True),
+    "bayesfuse-exact": lambda est, s: run_bayesfuse(est, s, method="exact"),
     "numpyro-plain": run_numpyro_plain,
     "pymc": run_pymc,
     "nutpie": run_nutpie,
