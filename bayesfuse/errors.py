@@ -15,6 +15,7 @@ __all__ = [
     "SpecError",
     "FitError",
     "CliUsageError",
+    "ReportError",
     "BayesfuseWarning",
     "TaskWarning",
     "ConvergenceWarning",
@@ -47,6 +48,10 @@ class FitError(BayesfuseError, RuntimeError):
 
 class CliUsageError(BayesfuseError, ValueError):
     """Bad command-line input (a flag value, an output path)."""
+
+
+class ReportError(BayesfuseError, ValueError):
+    """A plot, table or report that cannot be made from the given fit or options."""
 
 
 class BayesfuseWarning(UserWarning):
