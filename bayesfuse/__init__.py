@@ -38,7 +38,7 @@ _LAZY = {
     "load_fit": ("bayesfuse.result", "load_fit"),
     "compare": ("bayesfuse.result", "compare"),
     "FusionResult": ("bayesfuse.result", "FusionResult"),
-    "site_summary": ("bayesfuse.summary", "site_summary"),
+    "site_summary": ("bayesfuse.site", "site_summary"),
 }
 
 

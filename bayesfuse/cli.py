@@ -172,6 +172,66 @@ def _run_stage1(estimate_tasks, frame, **kwargs):
 
 
 @app.command()
+def site(
+    data: Annotated[Path, typer.Argument(help="This site's individual-level CSV (stays here).")],
+    outcome: Annotated[str, typer.Option(help="Outcome column (comma-separated: vector θ).")],
+    treatment: Annotated[str, typer.Option(help="Treatment column (0/1 for ate/atte).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Summary JSON to write.")],
+    task: Annotated[str | None, typer.Option(help="Column with the task id (a site with "
+                                                  "several tasks).")] = None,
+    task_id: Annotated[str | None, typer.Option(help="Task id of all rows (a one-task "
+                                                     "site).")] = None,
+    covariates: Annotated[str | None, typer.Option(help="Comma-separated covariates.")] = None,
+    estimand: Annotated[str, typer.Option(help="ate | atte | plr")] = "ate",
+    learner: Annotated[str, typer.Option(help="gbm | rf | lasso | linear")] = "gbm",
+    propensity_learner: Annotated[str | None, typer.Option(
+        help="Learner of the propensity / treatment model (default: --learner).")] = None,
+    folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    min_n: Annotated[int, typer.Option(help="Small-cell protection: refuse when a task or a "
+                                            "treatment arm has fewer rows.")] = 20,
+    task_covariate: Annotated[list[str] | None, typer.Option(
+        help="Task-level covariate name=value (one-task site); repeatable.")] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(help="Differential privacy: epsilon.")] =
+    None,
+    dp_delta: Annotated[float | None, typer.Option(help="Differential privacy: delta.")] = None,
+    dp_sensitivity: Annotated[float | None, typer.Option(
+        help="Differential privacy: L2 sensitivity of θ̂, a bound you state and are "
+             "responsible for.")] = None,
+    dp_seed: Annotated[int | None, typer.Option(help="Seed of the privacy noise (keep it "
+                                                     "secret; default: OS entropy).")] = None,
+    created_at: Annotated[str | None, typer.Option(
+        help="Time stamp to record (default: SOURCE_DATE_EPOCH if set, else now).")] = None,
+    n_jobs: Annotated[int, typer.Option(help="Parallel tasks (-1: all cores).")] = -1,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
+) -> None:
+    """Stage 1 on this site's rows -> summary JSON to send to the coordinator (no rows)."""
+    _check_output(output, force)
+    frame = _read_table(data)
+    from bayesfuse.site import site_summary
+
+    columns = [c.strip() for c in covariates.split(",") if c.strip()] if covariates else None
+    outcomes = [c.strip() for c in outcome.split(",") if c.strip()]
+    zs = {k: _option_value(v) for k, v in _parse_pairs(task_covariate,
+                                                       "--task-covariate").items()}
+    spec = learner if propensity_learner is None else {"outcome": learner,
+                                                        "propensity": propensity_learner}
+    document = site_summary(
+        frame, outcome=outcomes[0] if len(outcomes) == 1 else outcomes, treatment=treatment,
+        covariates=columns, task=task, task_id=task_id, estimand=estimand, learner=spec,
+        folds=folds, seed=seed, min_n=min_n, n_jobs=n_jobs, task_covariates=zs or None,
+        dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_sensitivity=dp_sensitivity,
+        dp_seed=dp_seed, created_at=created_at, output=output, force=force)
+    entries = document.get("tasks", [document])
+    for entry in entries:
+        for warning in entry.get("warnings", []):
+            err.print(f"[yellow]warning[/yellow]: task {entry['task']}: {warning}")
+    privacy = " with differential privacy" if "dp" in document else ""
+    out.print(f"Wrote the summary of {len(entries)} task(s){privacy} to {output}; "
+              "it holds no row of the data.")
+
+
+@app.command()
 def fuse(
     estimates: Annotated[list[Path], typer.Argument(help="Estimates CSV or summary JSON file(s).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Fit file to write (.nc).")],
@@ -250,9 +310,14 @@ def demo(
                                             "(vector θ: reading and math per grade)")] =
     "exchangeable",
     grades: Annotated[str, typer.Option(help="Grades for vector θ, e.g. k or k,1,2,3.")] = "k",
+    force: Annotated[bool, typer.Option(help="Overwrite estimates.csv and fit.nc.")] = False,
 ) -> None:
     """STAR end to end: stage 1 per school, fusion, tables and fit file."""
     from bayesfuse.demo import run_demo
+
+    if outdir.is_dir():
+        for name in ("estimates.csv", "fit.nc"):
+            _check_output(outdir / name, force)
 
     run_demo(outdir=outdir, learner=learner, folds=folds, draws=draws, warmup=warmup,
              seed=seed, n_jobs=n_jobs, console=out, err_console=err, stage1=_run_stage1,

@@ -137,6 +137,45 @@ def estimate_tasks(
     >>> est.estimates.shape, est.covariances.shape  # doctest: +SKIP
     ((12, 1), (12, 1, 1))
     """
+    results, flags, meta, outcomes = _stage1_results(
+        df, task, outcome, treatment, covariates, estimand, learner, folds, n_jobs, seed,
+        min_n, min_arm, propensity_bounds, trimming_threshold, backend, progress, client)
+    if len(flags):
+        n_out = int((flags["status"] == "excluded").sum())
+        warnings.warn(
+            f"Stage 1: {n_out} task(s) excluded, {len(flags) - n_out} flagged: "
+            + _reasons(flags) + " (see .flags)",
+            TaskWarning, stacklevel=2,
+        )
+    kept = [r for r in results if "excluded" not in r]
+    if len(kept) < 2:
+        raise DataError(f"Only {len(kept)} of {len(results)} task(s) could be estimated; "
+                        f"fusion needs 2. Reasons: {_reasons(flags)}")
+    return TaskEstimates(
+        [r["task"] for r in kept],
+        np.array([r["estimate"] for r in kept], dtype=float),
+        np.array([r["covariance"] for r in kept], dtype=float),
+        n=np.array([r["n"] for r in kept], dtype=float),
+        covariates=None,
+        params=["theta"] if len(outcomes) == 1 else outcomes,
+        estimand=estimand,
+        flags=flags,
+        meta=meta,
+    )
+
+
+def _stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], treatment: str,
+                    covariates: Sequence[str] | None, estimand: str, learner: Any, folds: int,
+                    n_jobs: int, seed: int, min_n: int, min_arm: int,
+                    propensity_bounds: tuple[float, float], trimming_threshold: float,
+                    backend: str, progress: Callable[[int, int], None] | None, client: Any,
+                    ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any], list[str]]:
+    """Validate, fit every task and describe the run, without the K >= 2 requirement.
+
+    Returns the per-task results of :func:`_fit_one_task` (task order), the ``flags`` table,
+    the provenance ``meta`` and the outcome names. :func:`estimate_tasks` builds its
+    ``TaskEstimates`` from them; :func:`bayesfuse.site.site_summary` writes one site's summary.
+    """
     binary = _check_options(estimand, folds, n_jobs, min_n, min_arm, propensity_bounds,
                             trimming_threshold, backend, client)
     outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
@@ -159,17 +198,6 @@ def estimate_tasks(
         results = _run_joblib(payloads, n_jobs, progress)
 
     flags = _flags(results)
-    if len(flags):
-        n_out = int((flags["status"] == "excluded").sum())
-        warnings.warn(
-            f"Stage 1: {n_out} task(s) excluded, {len(flags) - n_out} flagged: "
-            + _reasons(flags) + " (see .flags)",
-            TaskWarning, stacklevel=2,
-        )
-    kept = [r for r in results if "excluded" not in r]
-    if len(kept) < 2:
-        raise DataError(f"Only {len(kept)} of {len(results)} task(s) could be estimated; "
-                        f"fusion needs 2. Reasons: {_reasons(flags)}")
     meta = {
         "estimand": estimand, "learner": describe_learner(learner),
         "learners": {role: " ".join(repr(model).split()) for role, model in learners.items()},
@@ -177,17 +205,7 @@ def estimate_tasks(
     }
     if binary:
         meta["arms"] = {r["task"]: r["arms"] for r in results}
-    return TaskEstimates(
-        [r["task"] for r in kept],
-        np.array([r["estimate"] for r in kept], dtype=float),
-        np.array([r["covariance"] for r in kept], dtype=float),
-        n=np.array([r["n"] for r in kept], dtype=float),
-        covariates=None,
-        params=["theta"] if len(outcomes) == 1 else outcomes,
-        estimand=estimand,
-        flags=flags,
-        meta=meta,
-    )
+    return results, flags, meta, outcomes
 
 
 # ---------------------------------------------------------------------- validation
