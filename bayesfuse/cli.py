@@ -324,6 +324,94 @@ def demo(
              print_fit=_print_fit, model=model, grades=grades)
 
 
+def _parse_floats(text: str, what: str) -> list[float]:
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise CliError(f"{what} must be comma-separated numbers, e.g. 1,1.5,2,4; "
+                           f"got {text!r}.") from None
+    return values
+
+
+@app.command()
+def sensitivity(
+    fit_path: Annotated[Path, typer.Argument(help="Fit file written by 'bayesfuse fuse'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML report to write.")],
+    sweep: Annotated[list[str] | None, typer.Option(
+        help="Prior to try, e.g. tau=halfcauchy(5); repeatable (default: a data-scaled "
+             "grid for the scale priors; 'none' skips the sweep).")] = None,
+    factors: Annotated[str, typer.Option(
+        help="Stage-1 covariance inflation factors c, or 'none'.")] = "1,1.5,2,4",
+    families: Annotated[str, typer.Option(
+        help="Families to compare with by LOO (comma-separated), or 'none'.")] =
+    "pooled,exchangeable,independent",
+    loo: Annotated[bool, typer.Option(help="Leave-one-task-out influence.")] = True,
+    draws: Annotated[int | None, typer.Option(help="Draws per chain of the refits "
+                                                   "(default: as the fit).")] = None,
+    ci_prob: Annotated[float, typer.Option(help="Credible interval probability.")] = 0.95,
+    csv_dir: Annotated[Path | None, typer.Option(help="Also write the tables as CSV "
+                                                      "files to this folder.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
+) -> None:
+    """Sensitivity analysis of a fit (priors, single tasks, stage-1 SEs, family) -> HTML."""
+    import warnings
+
+    from bayesfuse import sensitivity as sens
+    from bayesfuse.result import load_fit
+
+    _check_output(output, force)
+    if csv_dir is not None and not csv_dir.is_dir():
+        raise CliError(f"--csv-dir {csv_dir} is not an existing folder.")
+    factor_values = None if factors.strip().lower() == "none" else _parse_floats(
+        factors, "--factors")
+    family_names = [] if families.strip().lower() == "none" else [
+        f.strip() for f in families.split(",") if f.strip()]
+    fit = load_fit(fit_path)
+    grid: dict[str, list[str]] | None | bool = None
+    if sweep and [s.strip().lower() for s in sweep] == ["none"]:
+        grid = False
+    elif sweep:
+        grid = {}
+        for item in sweep:
+            key, value = next(iter(_parse_pairs([item], "--sweep").items()))
+            grid.setdefault(key, []).append(value)
+    overrides = {"draws": draws} if draws is not None else {}
+    start = time.perf_counter()
+    with err.status(f"Sensitivity analysis of the {fit.model} fit (K = {len(fit.tasks)})..."):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sens.SensitivityWarning)
+            result = sens.sensitivity_analysis(
+                fit, sweep=grid, loo=loo, factors=factor_values, families=family_names,
+                ci_prob=ci_prob, **overrides)
+    result.to_html(output)
+    flagged = result.flagged
+    if len(flagged):
+        out.print(f"[yellow]Power-scaling flags {len(flagged)} quantit"
+                  f"{'y' if len(flagged) == 1 else 'ies'}:[/yellow] " + ", ".join(
+                      f"{v} ({d})" for v, d in zip(flagged["variable"], flagged["diagnosis"],
+                                                   strict=True)))
+    else:
+        out.print("[green]Power-scaling: no prior or likelihood sensitivity flagged.[/green]")
+    for message in result.messages:
+        out.print(f"  - {message}")
+    if result.loo_influence is not None:
+        top = result.loo_influence.sort_values("rank").iloc[0]
+        out.print(f"Most influential task: {top['task']} (influence {top['influence']:.2f} "
+                  f"posterior sd, {top['method']})")
+    if csv_dir is not None:
+        from bayesfuse._io import atomic_write_text
+
+        tables = {"power_scaling": result.power_scaling, "prior_sweep": result.prior_sweep,
+                  "loo_influence": result.loo_influence, "inflation": result.inflation,
+                  "comparison": result.comparison}
+        for name, table in tables.items():
+            if table is not None:
+                atomic_write_text(csv_dir / f"{name}.csv",
+                                  table.to_csv(index=name == "comparison"))
+    out.print(f"Wrote {output} ({time.perf_counter() - start:.1f} s)")
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning every input error into one line and exit 2."""
     command = typer.main.get_command(app)

@@ -311,19 +311,28 @@ def load_fit(path: str | os.PathLike[str]) -> FusionResult:
     return FusionResult(idata)
 
 
-def compare(fits: Mapping[str, FusionResult], ic: str = "loo") -> pd.DataFrame:
+def compare(fits: Mapping[str, FusionResult], ic: str = "loo",
+            method: str = "stacking") -> pd.DataFrame:
     """Compare fits of the same estimates by PSIS-LOO (``arviz.compare``, stacking weights).
 
     Parameters
     ----------
     fits : mapping of name -> FusionResult
     ic : {"loo", "waic"}
+    method : {"stacking", "BB-pseudo-BMA", "pseudo-BMA"}
+        How the ``weight`` column is computed: stacking of the predictive distributions
+        (Yao, Vehtari, Simpson & Gelman 2018; default) or (Bayesian-bootstrap) pseudo-BMA.
 
     Returns
     -------
     DataFrame
-        ArviZ's comparison table, best model first.
+        ArviZ's comparison table, best model first: ``rank, elpd_loo, p_loo, elpd_diff,
+        weight, se, dse, warning, scale``.
     """
+    methods = ("stacking", "BB-pseudo-BMA", "pseudo-BMA")
+    if method not in methods:
+        raise BayesfuseError(f"compare(): unknown method {method!r}; valid methods: "
+                             f"{', '.join(methods)}.")
     if len(fits) < 2:
         raise BayesfuseError("compare() needs at least two fits, e.g. {'exch': f1, 'clus': f2}.")
     first = next(iter(fits.values()))
@@ -338,4 +347,5 @@ def compare(fits: Mapping[str, FusionResult], ic: str = "loo") -> pd.DataFrame:
             )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return az.compare({name: fit.idata for name, fit in fits.items()}, ic=ic)
+        return az.compare({name: fit.idata for name, fit in fits.items()}, ic=ic,
+                          method=method)
