@@ -102,6 +102,39 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
     return entry
 
 
+def _init_params(entry: Mapping[str, Any], collapsed: bool, data: Mapping[str, np.ndarray],
+                 n_chains: int, seed: int) -> dict[str, np.ndarray] | None:
+    """Unconstrained starting points per chain from the family's ``init_values``.
+
+    Sites the family gives start there; the others at their prior median. Returns ``None``
+    (NUTS's own initialisation) when the family gives none.
+    """
+    from numpyro import handlers
+    from numpyro.distributions import biject_to
+
+    family: Family = entry["family"]
+    hints = family.init_values(n_chains, seed)
+    if not hints:
+        return None
+    per_chain = []
+    for chain in range(n_chains):
+        values = {name: np.asarray(v)[chain] for name, v in hints.items()}
+        model = handlers.substitute(
+            handlers.seed(lambda **kw: family.model(family.priors, collapsed, **kw), seed),
+            substitute_fn=init_to_median(),
+        )
+        model = handlers.substitute(model, data=values)
+        trace = handlers.trace(model).get_trace(**data)
+        per_chain.append({
+            name: np.asarray(biject_to(site["fn"].support).inv(site["value"]))
+            for name, site in trace.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        })
+    if n_chains == 1:
+        return per_chain[0]
+    return {name: np.stack([p[name] for p in per_chain]) for name in per_chain[0]}
+
+
 def _postprocess_fn(family: Family, collapsed: bool, batch: int):
     """A jitted map over draws of the exact per-draw computations."""
 
@@ -197,7 +230,8 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     entry = _compiled(family, collapsed, data, config)
     mcmc: MCMC = entry["mcmc"]
     key_mcmc, key_post, key_prior = jax.random.split(jax.random.PRNGKey(seed), 3)
-    mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, **data)
+    init_params = _init_params(entry, collapsed, data, config.chains, seed)
+    mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, init_params=init_params, **data)
     # hyperparameter draws are small: bring them to the host (parallel chains leave them
     # sharded across devices, which would make the per-draw map below slow)
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}

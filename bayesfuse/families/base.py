@@ -217,6 +217,15 @@ class Family(ABC):
         clusterings). A non-empty list fails the verdict."""
         return []
 
+    def init_values(self, n_chains: int, seed: int) -> dict[str, np.ndarray] | None:
+        """Starting values of some sampled sites, one per chain (default: none).
+
+        Returns a dict of constrained values with a leading chain axis of length
+        ``n_chains``; sites left out start at their prior median. Multimodal families
+        (mixtures) use it to start each chain from a different data-driven configuration.
+        """
+        return None
+
     def new_task_covariates(self, covariates: Any) -> jax.Array | None:
         """Validate covariates given for a new task (families without covariates: none)."""
         if covariates is not None:

@@ -1,0 +1,666 @@
+"""Tasks in latent clusters: θₖ ~ Σ_c π_c N(μ_c, T_c), an overfitted mixture of normals.
+
+The number of components C (option ``max_clusters``, default 10) is deliberately larger than
+the number of clusters one expects; the prior on the weights π empties the components the
+data do not need, so the number of *occupied* clusters is learned (Malsiner-Walli,
+Frühwirth-Schnatter & Grün 2016, "Model-based clustering based on sparse finite Gaussian
+mixtures"; Rousseau & Mengersen 2011).
+
+Weights (option ``weights``)
+
+* ``"dirichlet"`` (default): π ~ Dirichlet(α/C, …, α/C), a sparse symmetric Dirichlet. With
+  ``concentration`` α ~ gamma(2, 2) the per-component parameter e₀ = α/C is about 0.1 for
+  C = 10 (Malsiner-Walli et al. use e₀ ~ G(10, 10·C), i.e. α ~ G(10, 10)); e₀ < 1 is what
+  drains superfluous components. As C grows this prior tends to a Dirichlet process with
+  concentration α, so α means the same thing under both options.
+* ``"dp"``: truncated stick-breaking Dirichlet process, v_c ~ Beta(1, α) for c < C,
+  π_c = v_c Π_{j<c} (1 − v_j), π_C = Π_{j<C} (1 − v_j).
+
+Both are sampled in a *non-centred* form, in log space, so that NUTS sees no funnel between
+α and the weights of empty components (whose log-weight spreads like C/α) and no weight
+underflows: Gamma(a) = Gamma(a + 1)·U^{1/a}, so log g_c = log h_c − w_c/a with
+h_c ~ Gamma(1 + a), w_c ~ Exp(1), a = α/C, and log π = log g − logsumexp(log g); for the DP,
+−log(1 − v_c) = e_c/α with e_c ~ Exp(1).
+
+Component covariances T_c = diag(τ_c) R diag(τ_c): per-cluster scales τ_c (one τ shared by
+all clusters with ``shared_scale=True``) and, for p > 1, **one correlation matrix R ~ LKJ
+shared by all clusters**. Clusters are meant to be tight, so a per-cluster correlation would
+be barely identified (it would mostly echo its prior), while a shared R is label invariant
+and can be checked and reported.
+
+Collapsed likelihood: θ and the labels are integrated out,
+
+    θ̂ₖ | φ ~ Σ_c π_c N(μ_c, T_c + Vₖ)                  # independent over tasks
+
+so NUTS samples only continuous hyperparameters φ = (α, weights, μ, τ, R). Per posterior draw
+the membership probabilities r_kc ∝ π_c N(θ̂ₖ; μ_c, T_c + Vₖ) are exact; a label
+zₖ ~ Cat(rₖ) and θₖ | zₖ, θ̂ₖ (Gaussian) are drawn exactly. The plain form samples θₖ with
+the mixture prior and observes θ̂ₖ ~ N(θₖ, Vₖ).
+
+Default priors (data scaled, overridable by name): μ_c ~ normal(m, R) with m the midpoint
+and R the range of the estimates (Richardson & Green 1997; a wider prior on component
+locations penalises every extra cluster, a narrower one invents clusters); τ_c ~
+halfnormal(0.5·spread): a cluster is a group of tasks that are similar *relative to* the
+spread of the estimates, which keeps one wide component from swallowing separated groups.
+
+Label switching: the components are exchangeable (no ordering constraint), so μ_c, τ_c and
+π_c are label dependent. They are saved (``predict_new_task`` needs them) but neither
+summarised nor judged by the diagnostics; everything reported — θ, the co-clustering matrix,
+the number of occupied clusters, α, a shared τ or R — is invariant to relabelling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+
+from bayesfuse.errors import SpecError
+from bayesfuse.families.base import (
+    Family,
+    block_distribution,
+    gaussian_conditional_draw,
+    mvn_logpdf,
+    pooling_weight_gaussian,
+    register,
+)
+from bayesfuse.priors import Prior, PriorBlock, format_number
+
+__all__ = ["Cluster", "coclustering", "point_clustering", "binder_loss"]
+
+WEIGHT_PRIORS = ("dirichlet", "dp")
+#: chains whose co-clustering matrices differ by more than this found different clusterings
+CHAIN_DISAGREEMENT = 0.2
+#: advise a larger ``max_clusters`` when every component is occupied this often
+FULL_TRUNCATION_PROB = 0.05
+#: sampled partitions scored as candidate point clusterings (evenly thinned)
+MAX_CANDIDATES = 500
+
+
+def _round_sig(value: float, digits: int = 2) -> float:
+    """``value`` to ``digits`` significant digits (positive scales of default priors)."""
+    if value <= 0 or not np.isfinite(value):
+        return 1.0
+    return float(f"{value:.{digits}g}")
+
+
+def _round_like(value: float, scale: float) -> float:
+    """``value`` rounded to the second significant digit of ``scale``."""
+    decimals = int(1 - np.floor(np.log10(scale)))
+    return float(round(value, decimals)) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _log1mexp(x: jax.Array) -> jax.Array:
+    """log(1 − exp(−x)) for x > 0, accurate at both ends (Mächler 2012)."""
+    return jnp.where(x < jnp.log(2.0), jnp.log(-jnp.expm1(-x)), jnp.log1p(-jnp.exp(-x)))
+
+
+@register
+class Cluster(Family):
+    """θₖ ~ Σ_c π_c N(μ_c, T_c), c = 1..``max_clusters``, with a sparse prior on π."""
+
+    name = "cluster"
+    description = "tasks in latent clusters: an overfitted (sparse) mixture of normals"
+    option_defaults = {"max_clusters": 10, "weights": "dirichlet", "shared_scale": False}
+    similarity_kind = "co-clustering probability P(z_i = z_j | data)"
+
+    def setup(self) -> None:
+        n_max = self.options["max_clusters"]
+        if not isinstance(n_max, int) or isinstance(n_max, bool) or n_max < 2:
+            raise SpecError(f"cluster: 'max_clusters' must be an integer >= 2; got {n_max!r}.")
+        if self.options["weights"] not in WEIGHT_PRIORS:
+            raise SpecError(
+                f"cluster: 'weights' must be one of {', '.join(WEIGHT_PRIORS)}; "
+                f"got {self.options['weights']!r}."
+            )
+        if not isinstance(self.options["shared_scale"], bool):
+            raise SpecError(
+                f"cluster: 'shared_scale' must be true or false; got "
+                f"{self.options['shared_scale']!r}."
+            )
+
+    @property
+    def n_components(self) -> int:
+        """C, the number of mixture components (an upper bound on occupied clusters)."""
+        return int(self.options["max_clusters"])
+
+    # ------------------------------------------------------------------ priors
+    def prior_blocks(self) -> list[PriorBlock]:
+        blocks = [
+            PriorBlock("mu", "real", tuple(self.params)),
+            PriorBlock("tau", "positive", tuple(self.params)),
+            PriorBlock("concentration", "positive"),
+        ]
+        if self.n_params > 1:
+            blocks.append(PriorBlock("corr", "correlation"))
+        return blocks
+
+    def default_priors(self) -> dict[str, str | list[str]]:
+        theta_hat = self.estimates.estimates
+        low, high = theta_hat.min(axis=0), theta_hat.max(axis=0)
+        width = np.maximum(high - low, 2 * self.scale.spread)
+        mu = []
+        for centre, scale in zip((low + high) / 2, width, strict=True):
+            scale = _round_sig(float(scale))
+            mu.append(f"normal({format_number(_round_like(float(centre), scale))}, "
+                      f"{format_number(scale)})")
+        return {
+            "mu": mu,
+            "tau": self.scale.halfnormal(0.5),
+            "concentration": "gamma(2, 2)",
+            "corr": "lkj(2)",
+        }
+
+    # ------------------------------------------------------------------ names
+    def hyper_dims(self) -> dict[str, list[str]]:
+        dims = {
+            "mu": ["cluster", "param"],
+            "tau": ["param"] if self.options["shared_scale"] else ["cluster", "param"],
+            "weights": ["cluster"],
+            "concentration": [],
+        }
+        if self.n_params > 1:
+            dims["corr"] = ["param", "param_b"]
+        return dims
+
+    def hyper_coords(self) -> dict[str, list[str]]:
+        return {"cluster": [str(c) for c in range(1, self.n_components + 1)]}
+
+    def extra_dims(self) -> dict[str, list[str]]:
+        return {"membership": ["task", "cluster"], "label": ["task"], "n_clusters": []}
+
+    def summary_variables(self) -> list[str]:
+        names = ["concentration", "n_clusters"]
+        if self.options["shared_scale"]:
+            names.append("tau")
+        if self.n_params > 1:
+            names.append("corr")
+        return names
+
+    def init_values(self, n_chains: int, seed: int) -> dict[str, np.ndarray]:
+        """Each chain starts with its components on tasks chosen by k-means++ seeding.
+
+        An overfitted mixture empties surplus components easily but splits a component that
+        covers two groups only with difficulty: started with every component at the prior
+        median (one merged cluster), NUTS can stay in that local mode. Starting the C
+        components on C well-spread tasks (a different draw per chain, so that chains still
+        test each other), each tight (τ_c = the median stage-1 SE), lets the sparse weight
+        prior drain what the data do not need.
+
+        Returns
+        -------
+        dict
+            ``mu`` of shape (chains, C, p) and ``tau`` of shape (chains, C, p) or
+            (chains, p) with ``shared_scale``.
+        """
+        theta_hat = self.estimates.estimates
+        n_tasks, n_params = theta_hat.shape
+        se = np.sqrt(np.diagonal(self.estimates.covariances, axis1=1, axis2=2))  # (K, p)
+        scaled = theta_hat / np.maximum(theta_hat.std(axis=0), 1e-12)
+        rng = np.random.default_rng([seed, 20_241])
+        mu = np.empty((n_chains, self.n_components, n_params))
+        for chain in range(n_chains):
+            picks = kmeans_plus_plus(scaled, self.n_components, rng)
+            mu[chain] = theta_hat[picks]
+        tau_shape = (n_chains, n_params) if self.options["shared_scale"] else \
+            (n_chains, self.n_components, n_params)
+        tau = np.broadcast_to(np.median(se, axis=0), tau_shape).copy()
+        return {"mu": mu, "tau": tau}
+
+    # ------------------------------------------------------------------ model
+    def _log_weights(self, concentration: jax.Array) -> jax.Array:
+        """Sample the weight sites (non-centred) and return log π, shape (C,)."""
+        n_comp = self.n_components
+        if self.options["weights"] == "dirichlet":
+            shape = concentration / n_comp  # e₀
+            gamma_part = numpyro.sample(
+                "weight_gamma", dist.Gamma(jnp.full(n_comp, 1.0 + shape), 1.0).to_event(1))
+            exp_part = numpyro.sample(
+                "weight_exp", dist.Exponential(jnp.ones(n_comp)).to_event(1))
+            log_gamma = jnp.log(gamma_part) - exp_part / shape  # log of Gamma(e₀) variables
+            return log_gamma - jax.nn.logsumexp(log_gamma)
+        stick_exp = numpyro.sample(
+            "stick_exp", dist.Exponential(jnp.ones(n_comp - 1)).to_event(1))
+        neg_log_rest = stick_exp / concentration  # −log(1 − v_c)
+        log_stick = _log1mexp(neg_log_rest)  # log v_c
+        log_remaining = -jnp.cumsum(neg_log_rest)  # log Π_{j<=c} (1 − v_j)
+        before = jnp.concatenate([jnp.zeros(1), log_remaining[:-1]])
+        return jnp.concatenate([log_stick + before, log_remaining[-1:]])
+
+    def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
+              theta_hat: Any = None, cov: Any = None, cov_chol: Any = None) -> None:
+        n_tasks, n_params = cov.shape[0], cov.shape[1]
+        n_comp = self.n_components
+        concentration = numpyro.sample("concentration", priors["concentration"][0].numpyro())
+        log_weights = self._log_weights(concentration)
+        numpyro.deterministic("weights", jnp.exp(log_weights))
+        mu = numpyro.sample("mu", block_distribution(priors["mu"]).expand([n_comp]).to_event(1))
+        tau_dist = block_distribution(priors["tau"])
+        if not self.options["shared_scale"]:
+            tau_dist = tau_dist.expand([n_comp]).to_event(1)
+        tau = numpyro.sample("tau", tau_dist)
+        site = {"tau": tau}
+        if n_params > 1:
+            eta = priors["corr"][0].args[0]
+            corr_chol = numpyro.sample("corr_chol", dist.LKJCholesky(n_params, eta))
+            numpyro.deterministic("corr", corr_chol @ corr_chol.T)
+            site["corr_chol"] = corr_chol
+        cluster_chol = self._cluster_chol(site, n_params)
+        if collapsed:
+            cluster_cov = cluster_chol @ jnp.swapaxes(cluster_chol, -1, -2)
+            with numpyro.plate("task", n_tasks):
+                numpyro.sample("theta_hat", CollapsedMixture(log_weights, mu, cluster_cov, cov),
+                               obs=theta_hat)
+            return
+        mixing = dist.Categorical(logits=log_weights)
+        with numpyro.plate("task", n_tasks):
+            theta = numpyro.sample(
+                "theta",
+                dist.MixtureSameFamily(mixing, dist.MultivariateNormal(
+                    mu, scale_tril=cluster_chol)),
+            )
+            numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
+                           obs=theta_hat)
+
+    # ------------------------------------------------------------------ per draw
+    def _cluster_chol(self, draw: Mapping[str, Any], n_params: int) -> jax.Array:
+        """Cholesky factors of T_c = diag(τ_c) R diag(τ_c), shape (C, p, p)."""
+        tau = jnp.broadcast_to(jnp.asarray(draw["tau"]), (self.n_components, n_params))
+        if n_params == 1:
+            return tau[:, :, None]
+        return tau[:, :, None] * draw["corr_chol"][None]
+
+    def component_loglik(self, data: Mapping[str, Any], draw: Mapping[str, Any]) -> jax.Array:
+        """log N(θ̂ₖ; μ_c, T_c + Vₖ) for every task and component, shape (K, C)."""
+        theta_hat, cov = data["theta_hat"], data["cov"]
+        chol = self._cluster_chol(draw, theta_hat.shape[1])
+        return component_loglik(theta_hat, jnp.asarray(draw["mu"]),
+                                chol @ jnp.swapaxes(chol, -1, -2), cov)
+
+    def log_joint(self, data: Mapping[str, Any], draw: Mapping[str, Any]) -> jax.Array:
+        """log π_c + log N(θ̂ₖ; μ_c, T_c + Vₖ), shape (K, C)."""
+        return jnp.log(draw["weights"])[None] + self.component_loglik(data, draw)
+
+    def membership(self, data: Mapping[str, Any], draw: Mapping[str, Any]) -> jax.Array:
+        """r_kc = P(zₖ = c | φ, θ̂ₖ), shape (K, C); rows sum to 1."""
+        return jax.nn.softmax(self.log_joint(data, draw), axis=-1)
+
+    def draw_theta(self, key, data, draw):
+        """θₖ | φ, θ̂ₖ: a label zₖ ~ Cat(rₖ), then the Gaussian conditional given zₖ.
+
+        The labels drawn here are independent of the ``label`` extra (the sampler hands
+        ``draw_theta`` and ``extra_draws`` different keys); each is an exact draw from the
+        same conditional given φ, and no reported quantity uses them jointly.
+        """
+        k_label, k_theta = jax.random.split(key)
+        theta_hat = data["theta_hat"]
+        label = jax.random.categorical(k_label, self.log_joint(data, draw), axis=-1)  # (K,)
+        chol = self._cluster_chol(draw, theta_hat.shape[1])
+        mean = jnp.asarray(draw["mu"])[label]
+        return gaussian_conditional_draw(k_theta, mean, chol[label], theta_hat, data["cov_chol"])
+
+    def pointwise_loglik(self, data, draw):
+        return jax.nn.logsumexp(self.log_joint(data, draw), axis=-1)
+
+    def pooling_weight(self, data, draw):
+        """Σ_c r_kc diag(Vₖ (T_c + Vₖ)⁻¹), shape (K, p)."""
+        theta_hat, cov = data["theta_hat"], data["cov"]
+        n_tasks, n_params = theta_hat.shape
+        chol = self._cluster_chol(draw, n_params)
+        shape = (n_tasks, self.n_components, n_params, n_params)
+        prior_cov = jnp.broadcast_to((chol @ jnp.swapaxes(chol, -1, -2))[None], shape)
+        weight = pooling_weight_gaussian(prior_cov, jnp.broadcast_to(cov[:, None], shape))
+        return jnp.einsum("kc,kcp->kp", self.membership(data, draw), weight)
+
+    def draw_new_task(self, key, data, draw, covariates):
+        """A component c ~ Cat(π), then θ ~ N(μ_c, T_c), shape (p,)."""
+        k_comp, k_z = jax.random.split(key)
+        mu = jnp.asarray(draw["mu"])
+        n_params = mu.shape[-1]
+        comp = jax.random.categorical(k_comp, jnp.log(draw["weights"]))
+        chol = self._cluster_chol(draw, n_params)[comp]
+        return mu[comp] + chol @ jax.random.normal(k_z, (n_params,))
+
+    def extra_draws(self, key, data, draw):
+        """Memberships r (K, C; float32), one label draw z (K,) and the number of clusters
+        it occupies."""
+        log_joint = self.log_joint(data, draw)
+        label = jax.random.categorical(key, log_joint, axis=-1)
+        occupied = jnp.any(label[:, None] == jnp.arange(self.n_components)[None], axis=0)
+        return {
+            "membership": jax.nn.softmax(log_joint, axis=-1).astype(jnp.float32),
+            "label": label.astype(jnp.int32),
+            "n_clusters": jnp.sum(occupied).astype(jnp.int32),
+        }
+
+    # ------------------------------------------------------------------ outputs
+    def similarity(self, result: Any) -> np.ndarray:
+        """Co-clustering matrix P(zᵢ = zⱼ | data), Rao-Blackwellised, shape (K, K)."""
+        return coclustering(_membership_draws(result).reshape((-1,) + _shape_kc(result)))
+
+    def structure(self, result: Any) -> dict[str, pd.DataFrame]:
+        """The posterior of the number of occupied clusters and a point clustering.
+
+        Returns
+        -------
+        dict
+            ``"n_clusters"``: DataFrame with columns ``n_clusters, probability`` (the
+            posterior pmf, from the sampled labels). ``"clustering"``: one row per task with
+            ``task, cluster`` (1..m, largest cluster first), ``size``, ``p_with_mates``
+            (mean co-clustering probability with its cluster-mates; for a task alone in its
+            cluster, the posterior probability that no other task shares its label) and
+            ``p_max_outside`` (largest co-clustering probability with a task of another
+            cluster). The partition minimises the posterior expected Binder loss among the
+            sampled partitions and the average-linkage cuts of 1 − co-clustering; its
+            expected loss is in ``attrs["binder_loss"]``.
+        """
+        post = result.idata.posterior
+        counts = post["n_clusters"].values.reshape(-1)
+        values, freq = np.unique(counts, return_counts=True)
+        pmf = pd.DataFrame({"n_clusters": values.astype(int), "probability": freq / counts.size})
+        labels = post["label"].transpose("chain", "draw", "task").values
+        labels = labels.reshape(-1, labels.shape[-1])
+        sim = self.similarity(result)
+        partition, loss = point_clustering(sim, labels, max_groups=self.n_components)
+        table = _clustering_table(result.tasks, partition, sim, labels)
+        table.attrs["binder_loss"] = loss
+        return {"n_clusters": pmf, "clustering": table}
+
+    def extra_advice(self, result: Any) -> list[str]:
+        """Chains that found different clusterings; a truncation that binds."""
+        advice = []
+        membership = _membership_draws(result)  # (chain, draw, K, C)
+        n_chains = membership.shape[0]
+        if n_chains > 1:
+            per_chain = np.stack([coclustering(m) for m in membership])
+            diff = np.abs(per_chain[:, None] - per_chain[None]).max(axis=(2, 3))
+            a, b = np.unravel_index(np.argmax(diff), diff.shape)
+            if diff[a, b] > CHAIN_DISAGREEMENT:
+                chains = result.idata.posterior["chain"].values
+                advice.append(
+                    f"chains found different clusterings (max difference in co-clustering "
+                    f"{diff[a, b]:.2f} between chains {chains[min(a, b)]} and "
+                    f"{chains[max(a, b)]}): run longer (more warmup and draws), or reduce "
+                    "max_clusters"
+                )
+        n_comp, n_tasks = self.n_components, len(result.tasks)
+        if n_comp < n_tasks:
+            full = float(np.mean(result.idata.posterior["n_clusters"].values >= n_comp))
+            if full > FULL_TRUNCATION_PROB:
+                advice.append(
+                    f"all {n_comp} components are occupied in {full:.0%} of the draws: the "
+                    "number of clusters is limited by max_clusters; raise max_clusters"
+                )
+        return advice
+
+
+# ---------------------------------------------------------------------- likelihood
+#: the Cholesky factor and triangular solve are unrolled up to this dimension
+UNROLL_MAX_P = 8
+
+
+def gaussian_logpdf(resid: jax.Array, cov: jax.Array) -> jax.Array:
+    """log N(resid; 0, cov), batched, shapes (..., p) and (..., p, p) -> (...).
+
+    For p ≤ :data:`UNROLL_MAX_P` the Cholesky factor and the forward solve are written out
+    as element-wise operations over the batch (batched LAPACK calls on tiny matrices are
+    slow on CPU, and this runs inside every gradient of the collapsed likelihood).
+    """
+    n_params = resid.shape[-1]
+    if n_params > UNROLL_MAX_P:
+        return mvn_logpdf(resid, jnp.zeros_like(resid), cov)
+    chol: list[list[Any]] = [[None] * n_params for _ in range(n_params)]
+    for j in range(n_params):
+        chol[j][j] = jnp.sqrt(cov[..., j, j] - sum(chol[j][k] ** 2 for k in range(j)))
+        for i in range(j + 1, n_params):
+            chol[i][j] = (cov[..., i, j] - sum(chol[i][k] * chol[j][k] for k in range(j))) \
+                / chol[j][j]
+    solved: list[Any] = []
+    for i in range(n_params):
+        partial = resid[..., i] - sum(chol[i][k] * solved[k] for k in range(i))
+        solved.append(partial / chol[i][i])
+    mahalanobis = sum(y**2 for y in solved)
+    log_det = 2 * sum(jnp.log(chol[j][j]) for j in range(n_params))
+    return -0.5 * (mahalanobis + log_det + n_params * jnp.log(2 * jnp.pi))
+
+
+def component_loglik(theta_hat: jax.Array, mu: jax.Array, cluster_cov: jax.Array,
+                     cov: jax.Array) -> jax.Array:
+    """log N(θ̂ₖ; μ_c, T_c + Vₖ) for all tasks and components.
+
+    Parameters
+    ----------
+    theta_hat : array of shape (K, p)
+    mu : array of shape (C, p)
+    cluster_cov : array of shape (C, p, p)
+        T_c.
+    cov : array of shape (K, p, p)
+        Vₖ.
+
+    Returns
+    -------
+    array of shape (K, C)
+    """
+    resid = theta_hat[:, None, :] - mu[None]
+    return gaussian_logpdf(resid, cluster_cov[None] + cov[:, None])
+
+
+class CollapsedMixture(dist.Distribution):
+    """θ̂ₖ ~ Σ_c π_c N(μ_c, T_c + Vₖ), independently over tasks: batch (K,), event (p,).
+
+    Parameters
+    ----------
+    log_weights : array of shape (C,)
+        log π.
+    mu : array of shape (C, p)
+    cluster_cov : array of shape (C, p, p)
+    cov : array of shape (K, p, p)
+    """
+
+    support = dist.constraints.real_vector
+
+    def __init__(self, log_weights, mu, cluster_cov, cov, *, validate_args=None):
+        self.log_weights, self.mu, self.cluster_cov, self.cov = log_weights, mu, cluster_cov, cov
+        super().__init__(batch_shape=cov.shape[:1], event_shape=mu.shape[1:],
+                         validate_args=validate_args)
+
+    def log_prob(self, value):
+        log_joint = self.log_weights + component_loglik(value, self.mu, self.cluster_cov,
+                                                        self.cov)
+        return jax.nn.logsumexp(log_joint, axis=-1)
+
+    def sample(self, key, sample_shape=()):
+        k_comp, k_noise = jax.random.split(key)
+        shape = sample_shape + self.batch_shape
+        comp = jax.random.categorical(k_comp, self.log_weights, shape=shape)
+        total = self.cluster_cov[comp] + self.cov  # (..., K, p, p)
+        noise = jax.random.normal(k_noise, shape + self.event_shape)
+        return self.mu[comp] + jnp.einsum("...ij,...j->...i", jnp.linalg.cholesky(total), noise)
+
+
+def kmeans_plus_plus(points: np.ndarray, n_centres: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n_centres`` rows chosen by k-means++ seeding (Arthur & Vassilvitskii 2007).
+
+    Each next centre is a row drawn with probability ∝ squared distance to the nearest
+    centre so far; once every row is a centre (more centres than distinct rows), the rest
+    are drawn uniformly.
+
+    Parameters
+    ----------
+    points : array of shape (K, p)
+    n_centres : int
+    rng : numpy Generator
+
+    Returns
+    -------
+    int array of shape (n_centres,)
+    """
+    n_rows = points.shape[0]
+    picks = [int(rng.integers(n_rows))]
+    nearest = np.sum((points - points[picks[0]]) ** 2, axis=1)
+    for _ in range(1, n_centres):
+        total = nearest.sum()
+        if total <= 0:
+            picks.append(int(rng.integers(n_rows)))
+            continue
+        pick = int(rng.choice(n_rows, p=nearest / total))
+        picks.append(pick)
+        nearest = np.minimum(nearest, np.sum((points - points[pick]) ** 2, axis=1))
+    return np.asarray(picks)
+
+
+# ---------------------------------------------------------------------- partitions
+def _membership_draws(result: Any) -> np.ndarray:
+    """Membership probabilities of a fit, shape (chain, draw, K, C), float64."""
+    membership = result.idata.posterior["membership"]
+    return membership.transpose("chain", "draw", "task", "cluster").values.astype(float)
+
+
+def _shape_kc(result: Any) -> tuple[int, int]:
+    post = result.idata.posterior
+    return post.sizes["task"], post.sizes["cluster"]
+
+
+def coclustering(membership: np.ndarray) -> np.ndarray:
+    """Rao-Blackwellised co-clustering probabilities from membership draws.
+
+    Given φ the labels are independent across tasks, so P(zᵢ = zⱼ | φ) = Σ_c r_ic r_jc; the
+    posterior probability is its mean over draws. Invariant to relabelling the components.
+
+    Parameters
+    ----------
+    membership : array of shape (S, K, C)
+        r_kc per draw.
+
+    Returns
+    -------
+    array of shape (K, K)
+        Symmetric, in [0, 1], ones on the diagonal.
+    """
+    n_draws, n_tasks, _ = membership.shape
+    flat = np.moveaxis(membership, 1, 0).reshape(n_tasks, -1)  # (K, S·C)
+    sim = np.clip(flat @ flat.T / n_draws, 0.0, 1.0)
+    np.fill_diagonal(sim, 1.0)
+    return sim
+
+
+def canonical_labels(labels: np.ndarray) -> np.ndarray:
+    """Relabel each partition 0..m−1 in order of first appearance, shape (N, K).
+
+    Two label vectors describe the same partition exactly when their canonical forms are
+    equal.
+    """
+    labels = np.asarray(labels)
+    n_tasks = labels.shape[1]
+    values = np.arange(labels.max() + 1)
+    hit = labels[:, :, None] == values[None, None]  # (N, K, L)
+    first = np.where(hit, np.arange(n_tasks)[None, :, None], n_tasks).min(axis=1)  # (N, L)
+    rank = np.argsort(np.argsort(first, axis=1, kind="stable"), axis=1, kind="stable")
+    return np.take_along_axis(rank, labels, axis=1)
+
+
+def binder_loss(partitions: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """Posterior expected Binder loss (equal costs) of partitions, shape (N,).
+
+    E[loss(c)] = Σ_{i<j} |1(cᵢ = cⱼ) − P(zᵢ = zⱼ | data)|.
+
+    Parameters
+    ----------
+    partitions : int array of shape (N, K)
+        Labels 0..m−1 (e.g. from :func:`canonical_labels`).
+    sim : array of shape (K, K)
+        Co-clustering matrix.
+    """
+    partitions = np.asarray(partitions)
+    n_labels = int(partitions.max()) + 1
+    onehot = (partitions[:, :, None] == np.arange(n_labels)).astype(float)  # (N, K, m)
+    weight = 1.0 - 2.0 * sim
+    np.fill_diagonal(weight, 0.0)
+    together = np.einsum("nkc,nkc->n", onehot, np.matmul(weight, onehot))
+    upper = np.triu_indices(sim.shape[0], k=1)
+    return 0.5 * together + sim[upper].sum()
+
+
+def point_clustering(sim: np.ndarray, sampled: np.ndarray | None = None,
+                     max_groups: int | None = None,
+                     max_candidates: int = MAX_CANDIDATES) -> tuple[np.ndarray, float]:
+    """A point partition: the minimiser of the expected Binder loss among candidates.
+
+    Candidates are the sampled partitions (thinned to ``max_candidates``, duplicates
+    removed) and the cuts of the average-linkage tree of 1 − ``sim`` into 1..``max_groups``
+    groups.
+
+    Parameters
+    ----------
+    sim : array of shape (K, K)
+        Co-clustering matrix.
+    sampled : int array of shape (S, K), optional
+        Sampled labels.
+    max_groups : int, optional
+        Largest number of groups cut from the tree (default K; a fit passes its number of
+        components, the most clusters any draw can occupy).
+
+    Returns
+    -------
+    labels : int array of shape (K,)
+        Cluster 1..m, numbered by decreasing size (ties: first task first).
+    loss : float
+        Its expected Binder loss.
+    """
+    from scipy.cluster.hierarchy import cut_tree, linkage
+    from scipy.spatial.distance import squareform
+
+    n_tasks = sim.shape[0]
+    candidates = [np.zeros((1, n_tasks), dtype=int)]
+    if n_tasks > 1:
+        distance = squareform(np.clip(1.0 - sim, 0.0, None), checks=False)
+        tree = linkage(distance, method="average")
+        n_cuts = n_tasks if max_groups is None else min(n_tasks, max_groups)
+        candidates.append(cut_tree(tree, n_clusters=np.arange(1, n_cuts + 1)).T)
+    if sampled is not None and len(sampled):
+        step = max(1, int(np.ceil(len(sampled) / max_candidates)))
+        candidates.append(np.asarray(sampled)[::step])
+    partitions = np.unique(canonical_labels(np.concatenate(candidates)), axis=0)
+    losses = binder_loss(partitions, sim)
+    best = int(np.argmin(losses))
+    return _number_by_size(partitions[best]), float(losses[best])
+
+
+def _number_by_size(labels: np.ndarray) -> np.ndarray:
+    """Relabel 1..m by decreasing cluster size (ties: the cluster of the earlier task)."""
+    labels = canonical_labels(labels[None])[0]
+    sizes = np.bincount(labels)
+    order = np.lexsort((np.arange(sizes.size), -sizes))  # by size, then first appearance
+    new = np.empty_like(order)
+    new[order] = np.arange(1, sizes.size + 1)
+    return new[labels]
+
+
+def _clustering_table(tasks: Sequence[str], labels: np.ndarray, sim: np.ndarray,
+                      sampled: np.ndarray) -> pd.DataFrame:
+    """Per-task point clustering with the probabilities that support it."""
+    same = labels[:, None] == labels[None]
+    np.fill_diagonal(same, False)
+    sizes = np.bincount(labels)[labels]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        with_mates = np.where(same, sim, 0.0).sum(axis=1) / same.sum(axis=1)
+    # a singleton: the posterior probability that no other task shares its label
+    n_draws, n_labels = sampled.shape[0], int(sampled.max()) + 1
+    offset = sampled + n_labels * np.arange(n_draws)[:, None]
+    counts = np.bincount(offset.ravel(), minlength=n_draws * n_labels)
+    alone = (counts[offset] == 1).mean(axis=0)  # (K,)
+    with_mates = np.where(sizes > 1, with_mates, alone)
+    outside = np.where(labels[:, None] != labels[None], sim, 0.0).max(axis=1)
+    return pd.DataFrame({
+        "task": list(tasks),
+        "cluster": labels.astype(int),
+        "size": sizes.astype(int),
+        "p_with_mates": with_mates,
+        "p_max_outside": outside,
+    })
