@@ -49,6 +49,6 @@ def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
-    if name in {"baselines", "datasets", "plot", "sensitivity"}:
+    if name in {"baselines", "datasets", "plot", "sensitivity", "tables", "report"}:
         return importlib.import_module(f"bayesfuse.{name}")
     raise AttributeError(f"module 'bayesfuse' has no attribute {name!r}")

@@ -310,13 +310,14 @@ def demo(
                                             "(vector θ: reading and math per grade)")] =
     "exchangeable",
     grades: Annotated[str, typer.Option(help="Grades for vector θ, e.g. k or k,1,2,3.")] = "k",
-    force: Annotated[bool, typer.Option(help="Overwrite estimates.csv and fit.nc.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Overwrite estimates.csv, fit.nc and report.html.")] = False,
 ) -> None:
     """STAR end to end: stage 1 per school, fusion, tables and fit file."""
     from bayesfuse.demo import run_demo
 
     if outdir.is_dir():
-        for name in ("estimates.csv", "fit.nc"):
+        for name in ("estimates.csv", "fit.nc", "report.html"):
             _check_output(outdir / name, force)
 
     run_demo(outdir=outdir, learner=learner, folds=folds, draws=draws, warmup=warmup,
@@ -411,6 +412,31 @@ def sensitivity(
                 atomic_write_text(csv_dir / f"{name}.csv",
                                   table.to_csv(index=name == "comparison"))
     out.print(f"Wrote {output} ({time.perf_counter() - start:.1f} s)")
+
+
+@app.command()
+def report(
+    fit_path: Annotated[Path, typer.Argument(help="Fit file written by 'bayesfuse fuse'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML report to write.")],
+    ci_prob: Annotated[float, typer.Option(help="Credible interval probability.")] = 0.95,
+    interval: Annotated[str, typer.Option(help="eti (equal-tailed) | hdi (highest "
+                                               "density)")] = "eti",
+    force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
+) -> None:
+    """Self-contained HTML report of a fit: data, model and priors, diagnostics, fused
+    estimates, hyperparameters, similarity (figures inline, no network requests)."""
+    from bayesfuse.report import write_report
+    from bayesfuse.result import load_fit
+
+    _check_output(output, force)
+    fit = load_fit(fit_path)
+    start = time.perf_counter()
+    with err.status(f"Writing the report of the {fit.model} fit..."):
+        path = write_report(fit, output, ci_prob=ci_prob, interval=interval, force=True,
+                            source=fit_path.name)
+    _print_diagnostics(fit)
+    out.print(f"Wrote {path} ({time.perf_counter() - start:.1f} s)")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning every input error into one line and exit 2."""

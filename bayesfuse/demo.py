@@ -74,6 +74,11 @@ def run_demo(outdir: Path, learner: str, folds: int, draws: int, warmup: int, se
     console.print(f"Stage 2 ({model}, NUTS, {fit.idata.posterior.sizes['chain']} chains): "
                   f"{stage2_s:.1f} s -> {fit_path}")
     console.print(f"Total: stage 1 {stage1_s:.1f} s, stage 2 {stage2_s:.1f} s.")
+    from bayesfuse.report import write_report
+
+    report_path = write_report(fit, outdir / "report.html", force=True,
+                               source="bayesfuse demo (Tennessee STAR)")
+    console.print(f"Report: {report_path}")
 
 
 def _print_structure(console: Any, name: str, table: Any, max_rows: int = 20) -> None:

@@ -17,9 +17,11 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,7 @@ __all__ = [
     "energy",
     "pair",
     "task_order",
+    "offscreen",
 ]
 
 #: colours: stage 1 (grey), fused posterior (dark blue), pooled mean (dark red)
@@ -46,6 +49,31 @@ FUSED = "#1b4f8a"
 POOLED = "#b2182b"
 EDGE = "#1b4f8a"
 INTERVALS = ("eti", "hdi")
+#: when set, new figures are plain ``matplotlib.figure.Figure`` objects, never pyplot's
+_OFFSCREEN: contextvars.ContextVar[bool] = contextvars.ContextVar("offscreen", default=False)
+
+
+@contextlib.contextmanager
+def offscreen() -> Iterator[None]:
+    """Make new figures without ``pyplot`` inside the block (no GUI backend, no figure
+    manager to close): for writing files from scripts and servers. The figures are
+    released when no longer referenced."""
+    token = _OFFSCREEN.set(True)
+    try:
+        yield
+    finally:
+        _OFFSCREEN.reset(token)
+
+
+def _new_figure(figsize: tuple[float, float]) -> Any:
+    """A constrained-layout figure, from pyplot unless :func:`offscreen` is active."""
+    if _OFFSCREEN.get():
+        from matplotlib.figure import Figure
+
+        return Figure(figsize=figsize, layout="constrained")
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=figsize, layout="constrained")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -101,12 +129,9 @@ def _panels(ax: Any, n_panels: int, what: str, figsize: tuple[float, float],
             sharey: bool = False, ncols: int | None = None) -> list[Any]:
     """The axes to draw on: ``ax`` checked against ``n_panels``, or a new figure."""
     if ax is None:
-        import matplotlib.pyplot as plt
-
         ncols = n_panels if ncols is None else ncols
         nrows = math.ceil(n_panels / ncols)
-        _, axes = plt.subplots(nrows, ncols, figsize=figsize, sharey=sharey, squeeze=False,
-                               layout="constrained")
+        axes = _new_figure(figsize).subplots(nrows, ncols, sharey=sharey, squeeze=False)
         flat = list(axes.ravel())
         for extra in flat[n_panels:]:
             extra.set_visible(False)
@@ -680,13 +705,13 @@ def trace(fit: Any, var_names: Sequence[str] | None = None, kind: str = "rank_ba
     if kind not in ("rank_bars", "rank_vlines", "trace"):
         raise ReportError(f"kind must be 'rank_bars', 'rank_vlines' or 'trace'; got {kind!r}.")
     data = _hyper_dataset(fit, var_names, "trace")
+    n_vars = len(data.data_vars)
+    if axes is None:
+        axes = _new_figure((8.0, 2.0 * n_vars)).subplots(n_vars, 2, squeeze=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.plot_trace(data, kind=kind, axes=axes, compact=False,
-                             figsize=(8.0, 2.0 * len(data.data_vars)),
-                             plot_kwargs={"textsize": 9},
-                             backend_kwargs=None if axes is not None else
-                             {"layout": "constrained"}, show=False)
+                             plot_kwargs={"textsize": 9}, show=False)
 
 
 def energy(fit: Any, ax: Any = None) -> Any:
@@ -709,9 +734,11 @@ def energy(fit: Any, ax: Any = None) -> Any:
             f"'{fit.meta.get('backend')}'): exact draws are independent and need no energy "
             "plot."
         )
+    if ax is None:
+        ax = _new_figure((5.0, 3.4)).subplots()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return az.plot_energy(fit.idata, ax=ax, figsize=(5.0, 3.4), show=False)
+        return az.plot_energy(fit.idata, ax=ax, textsize=8, show=False)
 
 
 def pair(fit: Any, var_names: Sequence[str] | None = None, divergences: bool = True,
@@ -745,11 +772,14 @@ def pair(fit: Any, var_names: Sequence[str] | None = None, divergences: bool = T
     has_div = divergences and "diverging" in stats
     if has_div:
         groups["sample_stats"] = stats[["diverging"]]
+    n_vars = len(data.data_vars)
+    if ax is None:
+        side = 2.4 * (n_vars - 1) + 0.6
+        figure = _new_figure((side, side))
+        ax = figure.subplots() if n_vars == 2 else \
+            figure.subplots(n_vars - 1, n_vars - 1, squeeze=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         idata = az.InferenceData(**groups)
-        n_vars = len(data.data_vars)
         return az.plot_pair(idata, divergences=has_div, ax=ax, textsize=8,
-                            figsize=(2.2 * n_vars, 2.2 * n_vars),
-                            scatter_kwargs={"alpha": 0.35, "s": 6},
-                            show=False)
+                            scatter_kwargs={"alpha": 0.35, "s": 6}, show=False)

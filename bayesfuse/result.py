@@ -162,6 +162,21 @@ class FusionResult:
         frame.attrs["ci_prob"] = ci_prob
         return frame
 
+    def results_table(self, ci_prob: float = 0.95, interval: str = "eti",
+                      fmt: str = "dataframe", digits: int | None = None) -> pd.DataFrame | str:
+        """Fused estimates as a DataFrame, CSV, Markdown, LaTeX or HTML table
+        (:func:`bayesfuse.tables.results_table`)."""
+        from bayesfuse.tables import results_table
+
+        return results_table(self, ci_prob=ci_prob, interval=interval, fmt=fmt, digits=digits)
+
+    def report(self, path: str | os.PathLike[str], force: bool = False,
+               ci_prob: float = 0.95, sensitivity: Any = None) -> Path:
+        """Write the self-contained HTML report (:func:`bayesfuse.report.write_report`)."""
+        from bayesfuse.report import write_report
+
+        return write_report(self, path, sensitivity=sensitivity, ci_prob=ci_prob, force=force)
+
     def fused_estimates(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Posterior mean and equal-tailed interval per task: a compact ``summary``."""
         table = self.summary(ci_prob)
