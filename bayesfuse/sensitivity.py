@@ -652,9 +652,8 @@ def prior_sweep(
         if isinstance(values, str) or not isinstance(values, Sequence) or not values:
             raise SensitivityError(
                 f"grid['{name}'] must be a non-empty list of prior strings; got {values!r}.")
-    base_kwargs = {k: v for k, v in fuse_kwargs.items()
-                   if k not in ("draws", "chains", "warmup", "method")}
-    fit = _as_fit(fit_or_est, model, {**base_kwargs, **fuse_kwargs})
+    base_priors = fuse_kwargs.pop("priors", None)
+    fit = _as_fit(fit_or_est, model, {"priors": base_priors, **fuse_kwargs})
     settings: list[dict[str, str]]
     if full_grid:
         keys = list(grid)
@@ -901,21 +900,29 @@ def compare_families(
     -------
     DataFrame
         :func:`bayesfuse.compare`'s table (``rank, elpd_loo, p_loo, elpd_diff, weight``
-        (stacking), ``se, dse, warning``), best first.
+        (stacking), ``se, dse, warning``), best first. ``attrs["skipped"]`` maps the
+        families that could not be fitted to the reason.
     """
     from bayesfuse.result import compare
 
     _check_fit(fit)
     models: dict[str, Any] = {fit.model: fit}
+    skipped: dict[str, str] = {}
     for name in families:
         if name in models:
             continue
-        models[name] = _refit(fit, model=name, **dict(fuse_kwargs))
+        try:
+            models[name] = _refit(fit, model=name, **dict(fuse_kwargs))
+        except BayesfuseError as exc:  # e.g. metareg on estimates without covariates
+            skipped[name] = str(exc)
     models.update(dict(fits or {}))
     if len(models) < 2:
-        raise SensitivityError("compare_families needs at least one other family, e.g. "
-                               "families=('pooled',).")
-    return compare(models)
+        reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise SensitivityError("compare_families needs at least one other family that can be "
+                               f"fitted, e.g. families=('pooled',). {reasons}".strip())
+    table = compare(models)
+    table.attrs["skipped"] = skipped
+    return table
 
 
 # ====================================================================== all together
@@ -1041,6 +1048,8 @@ def sensitivity_analysis(
     comparison = None
     if families:
         comparison = timed("comparison", compare_families, fit, families, **fuse_kwargs)
+        for name, reason in comparison.attrs.get("skipped", {}).items():
+            messages.append(f"Family comparison: '{name}' could not be fitted ({reason}).")
     info = {"model": fit.model, "n_tasks": len(fit.tasks), "params": list(fit.params),
             "priors": fit.priors, "ci_prob": ci_prob, "threshold": threshold,
             "method": fit.meta.get("method", "nuts"),
