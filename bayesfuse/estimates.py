@@ -50,6 +50,26 @@ def _as_float_array(values: Any, what: str) -> np.ndarray:
     return array
 
 
+def _numeric(values: pd.Series) -> pd.Series:
+    """``values`` as float64: NaN where not a number, ±inf where too large for a float."""
+    try:
+        converted = pd.to_numeric(values, errors="coerce")
+    except OverflowError:  # a Python int beyond the float range
+        converted = values.astype(object)
+    if converted.dtype != object:
+        return converted.astype(float)
+
+    def one(value: Any) -> float:
+        try:
+            return float(value)
+        except OverflowError:
+            return float(np.sign(value)) * np.inf
+        except (TypeError, ValueError):
+            return np.nan
+
+    return converted.map(one).astype(float)
+
+
 class TaskEstimates:
     """Per-task estimates θ̂ₖ with covariances Vₖ: the input of :func:`bayesfuse.fuse`.
 
@@ -401,13 +421,17 @@ class TaskEstimates:
                 f"Missing column(s) {missing}; the table has {list(df.columns)}. "
                 "Name them with task=, estimate=, se= (or variance=), n=, covariates=."
             )
+        if not df.columns.is_unique:
+            duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+            raise EstimatesError(f"Column names must be unique; duplicated: "
+                                 f"{', '.join(duplicated[:10])}. Rename or drop them.")
         if len(df) == 0:
             raise EstimatesError("The estimates table is empty.")
         if df[task].isna().any():
             raise EstimatesError(f"Column '{task}' has missing task ids.")
         numeric_cols = [estimate, value_col] + ([n] if n else []) + list(covariates or [])
         for column in numeric_cols:
-            values = pd.to_numeric(df[column], errors="coerce")
+            values = _numeric(df[column])
             bad = values.isna() & df[column].notna()
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -423,7 +447,7 @@ class TaskEstimates:
                 )
         if param is None:
             tasks = df[task].tolist()
-            values = pd.to_numeric(df[value_col]).to_numpy(dtype=float)
+            values = _numeric(df[value_col]).to_numpy(dtype=float)
             if variance is None:
                 labels = [_task_label(t) for t in tasks]
                 for k in np.flatnonzero(~(values > 0) | ~np.isfinite(values)):
@@ -436,9 +460,9 @@ class TaskEstimates:
                          if covariates else None)
             return cls(
                 tasks,
-                pd.to_numeric(df[estimate]).to_numpy(dtype=float),
+                _numeric(df[estimate]).to_numpy(dtype=float),
                 values,
-                n=None if n is None else pd.to_numeric(df[n]).to_numpy(dtype=float),
+                n=None if n is None else _numeric(df[n]).to_numpy(dtype=float),
                 covariates=_task_level(cov_frame, covariates) if covariates else None,
                 estimand=estimand,
             )
@@ -449,7 +473,7 @@ class TaskEstimates:
 def _task_level(frame: pd.DataFrame | None, columns: Sequence[str] | None) -> pd.DataFrame | None:
     if frame is None or not columns:
         return None
-    return frame.astype(float)
+    return frame.apply(_numeric)
 
 
 def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covariates, estimand,
@@ -471,16 +495,16 @@ def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covar
     order = pd.MultiIndex.from_product([tasks, param_names])
     frame = frame.set_index(["_task", "_param"]).loc[order]
     n_tasks, n_params = len(tasks), len(param_names)
-    theta_hat = pd.to_numeric(frame[estimate]).to_numpy(dtype=float).reshape(n_tasks, n_params)
+    theta_hat = _numeric(frame[estimate]).to_numpy(dtype=float).reshape(n_tasks, n_params)
     cov_cols = [f"cov[{name}]" for name in param_names]
     if all(c in frame.columns for c in cov_cols):
-        cov = np.stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+        cov = np.stack([_numeric(frame[c]).to_numpy(dtype=float)
                         for c in cov_cols], axis=-1).reshape(n_tasks, n_params, n_params)
         if np.isnan(cov).any():
             k = int(np.flatnonzero(np.isnan(cov).any(axis=(1, 2)))[0])
             raise EstimatesError(f"Task '{tasks[k]}': covariance columns must be numeric.")
     else:
-        values = pd.to_numeric(frame[value_col]).to_numpy(dtype=float).reshape(n_tasks, n_params)
+        values = _numeric(frame[value_col]).to_numpy(dtype=float).reshape(n_tasks, n_params)
         cov = values if is_variance else values**2
         if not is_variance:
             for k in np.flatnonzero((values <= 0).any(axis=1)):
@@ -494,7 +518,7 @@ def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covar
     if covariates:
         for column in covariates:
             _check_constant(per_task, column)
-        cov_frame = per_task[list(covariates)].first().loc[tasks].astype(float)
+        cov_frame = per_task[list(covariates)].first().loc[tasks].apply(_numeric)
     return cls(tasks, theta_hat, cov, n=n_values, covariates=cov_frame, params=param_names,
                estimand=estimand)
 
@@ -536,7 +560,7 @@ def _validate_covariates(covariates: Any, tasks: list[str]) -> pd.DataFrame | No
     frame.index = pd.Index(tasks, name="task")
     frame.columns = [str(c) for c in frame.columns]
     for column in frame.columns:
-        values = pd.to_numeric(frame[column], errors="coerce")
+        values = _numeric(frame[column])
         if values.isna().any():
             k = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise EstimatesError(
