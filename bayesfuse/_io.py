@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,15 @@ def check_overwrite(path: str | os.PathLike[str], force: bool) -> Path:
     return target
 
 
+def _file_mode(target: Path) -> int:
+    """The permissions a new file gets (umask applied), or those of the file replaced."""
+    if target.exists():
+        return stat.S_IMODE(target.stat().st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
@@ -37,6 +47,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _file_mode(target))  # mkstemp's 0600 would hide reports from others
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -296,7 +296,7 @@ def forest(fit: Any, ci_prob: float = 0.95, sort: bool = True, interval: str = "
     else:
         order = list(fit.tasks)
     height = min(max(0.24 * n_tasks + 1.4, 3.0), 30.0)
-    axes = _panels(ax, len(chosen), "forest", (3.4 * len(chosen) + 1.0, height),
+    axes = _panels(ax, len(chosen), "forest", (4.6 * len(chosen) + 1.2, height),
                    sharey=True)
     from matplotlib.lines import Line2D
     from scipy.stats import norm
@@ -430,7 +430,7 @@ def similarity(fit: Any, order: str = "auto", annotate: bool | None = None,
     order_tasks = _ordered(frame, clustering, order)
     matrix = frame.loc[order_tasks, order_tasks].to_numpy(dtype=float)
     n_tasks = len(order_tasks)
-    size = min(max(0.22 * n_tasks + 2.2, 3.6), 14.0)
+    size = min(max(0.22 * n_tasks + 2.2, 3.6), 10.0)
     (panel,) = _panels(ax, 1, "similarity", (size + 0.9, size))
     cmap, vmin, vmax = _colour_scale(matrix)
     image = panel.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import shutil
+import stat
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -218,6 +220,10 @@ def test_write_report_refuses_to_overwrite(tmp_path):
     assert target.read_text() == "keep me"
     write_report(exact_fit(), target, force=True)
     assert target.read_text().startswith("<!DOCTYPE html>")
+    fresh = write_report(exact_fit(), tmp_path / "new.html")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
 
 
 # ---------------------------------------------------------------------- command line
