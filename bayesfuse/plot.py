@@ -552,7 +552,7 @@ def task_graph(fit: Any, threshold: float | None = None, layout: str = "circle",
     panel.set_ylim(-1.3, 1.3)
     panel.axis("off")
     kind = frame.attrs.get("kind", "similarity")
-    panel.set_title(f"{kind}: {len(pairs)} edges with weight > {threshold:.3g}", fontsize=9)
+    panel.set_title(f"{kind}\n{len(pairs)} edges with weight > {threshold:.3g}", fontsize=9)
     return panel
 
 

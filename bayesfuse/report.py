@@ -311,7 +311,7 @@ def _similarity_section(fit: Any, figure: _Figures) -> str:
     if fit.model in ("gmrf", "car") or "edge" in kind.lower():
         parts.append(figure(lambda: plot.task_graph(fit), "Task graph",
                             "Learned task graph: edge width proportional to the posterior "
-                            "mean edge weight (edges below 10% of the largest not drawn)."))
+                            "mean edge weight (edges below 10% of the largest are omitted)."))
     for name, table in fit.structure().items():
         if isinstance(table, pd.DataFrame) and len(table):
             index = not isinstance(table.index, pd.RangeIndex)
