@@ -71,8 +71,16 @@ def _read_table(path: Path):
 
     if not path.is_file():
         raise CliError(f"Data file not found: {path}")
+    import warnings
+
     try:
-        return pd.read_csv(path)
+        with warnings.catch_warnings():
+            # rows longer than the header would silently become an index: refuse them
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise CliError(f"{path}: some rows have more fields than the header; check the "
+                       "commas (quote text that contains commas).") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CliError(f"{path}: not a readable CSV file ({first}).") from None

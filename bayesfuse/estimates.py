@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -618,7 +619,13 @@ def _read_one(path: Path) -> TaskEstimates:
     if size == 0:
         raise EstimatesError(f"{path}: file is empty.")
     try:
-        df = pd.read_csv(path)
+        with warnings.catch_warnings():
+            # rows longer than the header would silently become an index: refuse them
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise EstimatesError(f"{path}: some rows have more fields than the header; check the "
+                             "commas (quote text that contains commas).") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EstimatesError(f"{path}: not a readable CSV file ({first}).") from None
