@@ -291,3 +291,28 @@ def test_report_renders_in_a_headless_browser(tmp_path):
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
     assert Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_a_graph_fit_draws_the_task_graph():
+    """gmrf/car fits get the task-graph figure (edge weights from fit.similarity())."""
+    import numpy as np
+
+    import bayesfuse as bf
+    from bayesfuse.estimates import TaskEstimates
+    from bayesfuse.families.base import FAMILIES, get_family
+
+    get_family("exchangeable")  # fills the registry
+    if "gmrf" not in FAMILIES:
+        pytest.skip("no gmrf family in this checkout")
+    rng = np.random.default_rng(0)
+    theta = np.repeat([-1.0, 1.5], 3) + 0.1 * rng.standard_normal(6)
+    est = TaskEstimates([f"g{k}" for k in range(6)], theta + 0.3 * rng.standard_normal(6),
+                        np.full(6, 0.09))
+    fit = bf.fuse(est, model="gmrf", chains=2, draws=200, warmup=200, seed=0, warn=False)
+    text = render_report(fit)
+    page = parse(text)
+    assert_self_contained(text, page)
+    alts = [attrs.get("alt") for tag, attrs in page.tags if tag == "img"]
+    assert "Task graph" in alts and "Similarity heatmap" in alts
+    assert "note warn" not in text
+    assert_images_decode(page.images())
