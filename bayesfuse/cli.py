@@ -77,7 +77,7 @@ def _read_table(path: Path):
         with warnings.catch_warnings():
             # rows longer than the header would silently become an index: refuse them
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(path, index_col=False)
+            return pd.read_csv(path, index_col=False, float_precision="round_trip")
     except pd.errors.ParserWarning:
         raise CliError(f"{path}: some rows have more fields than the header; check the "
                        "commas (quote text that contains commas).") from None
