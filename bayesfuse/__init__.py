@@ -22,6 +22,7 @@ __all__ = [
     "BayesfuseError",
     "TaskEstimates",
     "read_estimates",
+    "site_summary",
     "estimate_tasks",
     "fuse",
     "load_fit",

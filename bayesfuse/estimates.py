@@ -32,6 +32,7 @@ __all__ = ["TaskEstimates", "read_estimates"]
 _COV_COL = re.compile(r"^cov\[(.+)\]$")
 _RESERVED = {"task", "param", "estimate", "se", "variance", "n"}
 MAX_FILE_BYTES = 200 * 1024 * 1024  # refuse estimates files above 200 MB
+MAX_COVARIATE_COLUMNS = 200  # task covariates in an estimates CSV
 
 
 def _task_label(value: Any) -> str:
@@ -651,6 +652,12 @@ def _frame_to_estimates(df: pd.DataFrame) -> TaskEstimates:
             f"an estimates CSV needs an 'se' or 'variance' column; found {columns}."
         )
     covariates = [c for c in columns if c not in _RESERVED and not _COV_COL.match(str(c))]
+    if len(covariates) > MAX_COVARIATE_COLUMNS:
+        raise EstimatesError(
+            f"an estimates CSV may hold at most {MAX_COVARIATE_COLUMNS} task-covariate "
+            f"columns; found {len(covariates)} ({', '.join(map(str, covariates[:5]))}, ...). "
+            "Drop the columns that are not task covariates."
+        )
     return TaskEstimates.from_frame(
         df,
         task="task",

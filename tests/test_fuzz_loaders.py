@@ -145,7 +145,7 @@ def csv_bytes(draw):
     if kind == "truncated":
         return valid[: draw(st.integers(0, len(valid) - 1))].encode()
     if kind == "wide":
-        columns = draw(st.integers(100, 3000))
+        columns = draw(st.integers(50, 3000))
         header = ",".join(["task", "estimate", "se"] + [f"z{j}" for j in range(columns)])
         row = ",".join(["a", "1", "1"] + ["1"] * columns)
         return f"{header}\n{row}\n{row.replace('a', 'b', 1)}\n".encode()
