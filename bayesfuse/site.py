@@ -277,7 +277,8 @@ def site_summary(
     stamp = resolve_created_at(created_at)
 
     results, flags, meta, outcomes = stage1._stage1_results(
-        frame, task_col, outcome, treatment, columns, estimand, learner, folds, n_jobs, seed,
+        frame, task_col, outcome, treatment, columns, estimand, learner, folds,
+        1 if len(labels) == 1 else n_jobs, seed,  # one task: no worker processes
         min_n, 1, (0.01, 0.99), 0.01, "joblib", None, None)
     failed = [r for r in results if "excluded" in r]
     if failed:

@@ -117,8 +117,7 @@ def test_byte_identical_with_fixed_time_and_source_date_epoch(tmp_path, monkeypa
     a = tmp_path / "a.json"
     b = tmp_path / "b.json"
     bf.site_summary(rows, task_id="s", output=a, **FAST)
-    bf.site_summary(rows.sample(frac=1.0, random_state=1).sort_index(), task_id="s", output=b,
-                    **FAST)
+    bf.site_summary(rows.copy(), task_id="s", output=b, **FAST)
     assert a.read_bytes() == b.read_bytes()
     # SOURCE_DATE_EPOCH fixes the time stamp when created_at is not given
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1704067200")
