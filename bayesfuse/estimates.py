@@ -423,6 +423,9 @@ class TaskEstimates:
                 f"Missing column(s) {missing}; the table has {list(df.columns)}. "
                 "Name them with task=, estimate=, se= (or variance=), n=, covariates=."
             )
+        if covariates is not None and len(set(covariates)) != len(list(covariates)):
+            raise EstimatesError(f"covariates must be distinct column names; got "
+                                 f"{list(covariates)}.")
         if not df.columns.is_unique:
             duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
             raise EstimatesError(f"Column names must be unique; duplicated: "

@@ -326,3 +326,17 @@ def test_valid_inputs_load(folder):
     assert pair.tasks == ["a", "b"]
     csv = read_estimates(_write(folder, "v.csv", b"task,estimate,se\na,1,1\nb,2,1\n"))
     assert csv.n_tasks == 2
+
+
+def test_found_by_fuzzing():
+    """Inputs that once escaped as non-bayesfuse exceptions (kept as regressions)."""
+    frame = pd.DataFrame({"task": ["a", "b"], "estimate": [0.1, 0.2], "se": [0.1, 0.1],
+                          "z": [1.0, 2.0]})
+    with pytest.raises(BayesfuseError, match="covariates must be distinct"):
+        TaskEstimates.from_frame(frame, covariates=["z", "z"])
+    with pytest.raises(BayesfuseError, match="Column names must be unique"):
+        TaskEstimates.from_frame(frame.set_axis(["task", "estimate", "se", "se"], axis=1))
+    huge = frame.astype(object)
+    huge.loc[1, "estimate"] = 10**400
+    with pytest.raises(BayesfuseError, match="Task 'b': estimate is not finite"):
+        TaskEstimates.from_frame(huge)
