@@ -263,3 +263,27 @@ def test_cli_site_then_fuse(tmp_path, capsys):
     np.testing.assert_allclose(fused["estimate"],
                                [json.loads((tmp_path / f"{n}.json").read_text())["estimate"][0]
                                 for n in "abc"])
+
+
+def test_plr_and_vector_theta_sites(tmp_path):
+    rows = _rows(seed=9)
+    rows["dose"] = rows["d"] + np.random.default_rng(0).uniform(0, 1, len(rows))
+    rows["y2"] = rows["y"] * 0.5 + np.random.default_rng(1).standard_normal(len(rows))
+    plr = bf.site_summary(rows, task_id="s", **{**FAST, "treatment": "dose"}, estimand="plr")
+    assert plr["estimand"] == "plr" and "n_treated" not in plr and plr["n"] == 80
+    vec = bf.site_summary(rows, task_id="s", **{**FAST, "outcome": ["y", "y2"]},
+                          output=tmp_path / "s.json")
+    assert vec["params"] == ["y", "y2"]
+    cov = np.array(vec["covariance"])
+    assert cov.shape == (2, 2) and cov[0, 1] == cov[1, 0] != 0
+    assert np.linalg.eigvalsh(cov).min() > 0
+    # a task that stage 1 cannot estimate (collinear outcomes): refused, nothing written
+    with pytest.raises(SiteError, match="could not be estimated .*collinear"):
+        bf.site_summary(_rows(seed=10).assign(y2=lambda f: f["y"] + 1.0), task_id="t",
+                        **{**FAST, "outcome": ["y", "y2"]}, output=tmp_path / "t.json")
+    assert not (tmp_path / "t.json").exists()
+    other = bf.site_summary(rows.assign(y2=rows["y2"] * 2), task_id="t",
+                            **{**FAST, "outcome": ["y", "y2"]}, output=tmp_path / "t.json")
+    est = bf.read_estimates([tmp_path / "s.json", tmp_path / "t.json"])
+    assert est.params == ["y", "y2"] and est.covariances.shape == (2, 2, 2)
+    assert other["task"] == "t"
