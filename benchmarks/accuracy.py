@@ -1,0 +1,358 @@
+"""The multi-task simulation study: fused vs per-task vs frequentist baselines.
+
+m = 20 tasks with individual-level data. Task j (j = 1…20) has n_j = 400 + 40j rows
+(``--quick``; 800 + 80j otherwise), covariates X ~ N(0, I₅), a binary treatment with
+P(D = 1 | X) = logistic(0.5 X₁ − 0.25 X₂), and
+
+    Y = θ_j D + X₁ + 0.5 X₂ − 0.5 X₃ + ε,   ε ~ N(0, 3²)
+
+so that the ATE and the partially linear coefficient of task j both equal θ_j, and stage-1
+standard errors are about 0.17–0.29 (quick) — comparable to the cluster separation.
+
+Designs (θ_j):
+
+* ``clusters δ``: three clusters of tasks with centres −δ, 0, δ (task j in cluster j mod 3),
+  δ ∈ {1/3, 2/3, 1};
+* ``no structure``: θ_j ~ Uniform(−1, 1), redrawn every replication (every task differs).
+
+Each task also has a covariate z_j = θ_j + N(0, 0.5²) (a noisy site characteristic that
+tracks the effect), used by the meta-regressions.
+
+Stage 1: ``bf.estimate_tasks`` with estimand ``"plr"`` and ``"ate"`` (learner ``"linear"``,
+5 folds). Stage 2: the bayesfuse families exchangeable, robust, cluster, gmrf and metareg
+(NUTS: 2 sequential chains, compiled samplers reused), and the baselines no pooling,
+fixed effect, random effects (REML BLUPs), meta-regression (REML BLUPs) and late fusion with
+1 and 3 centres (bootstrap intervals). Priors are fixed strings at the scale of the design
+(what the data-scaled defaults give for these data, rounded), so every replication reuses the
+compiled sampler.
+
+Per design, estimand and method: mean and max over tasks of the per-task MSE (the MSE of
+task j over replications), 95% interval coverage and mean length, with Monte Carlo standard
+errors over replications. Writes ``results/accuracy.md``, ``results/accuracy.png`` and the
+per-replication errors ``results/accuracy_raw.csv``.
+
+Usage::
+
+    python benchmarks/accuracy.py --quick            # 3 replications, a few minutes
+    python benchmarks/accuracy.py --reps 100         # the full setting (hours on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import bayesfuse as bf
+from bayesfuse.calibration import reuse_compiled
+from bayesfuse.families import FAMILIES
+
+RESULTS = Path(__file__).parent / "results"
+N_TASKS = 20
+N_COVARIATES = 5
+NOISE_SD = 3.0
+CI_PROB = 0.95
+DESIGNS = ("clusters 1/3", "clusters 2/3", "clusters 1", "no structure")
+ESTIMANDS = ("plr", "ate")
+BAYES = ("exchangeable", "robust", "cluster", "gmrf", "metareg")
+BASELINES = ("no pooling", "fixed effect", "random effects", "meta-regression",
+             "late fusion 1", "late fusion 3")
+
+#: fixed priors per family (data-scaled defaults at this study's scale, rounded)
+PRIORS: dict[str, dict[str, str]] = {
+    "exchangeable": {"mu": "normal(0, 3)", "tau": "halfnormal(0.7)"},
+    "robust": {"mu": "normal(0, 3)", "tau": "halfnormal(0.7)", "nu": "gamma(2, 0.1)"},
+    "cluster": {"mu": "normal(0, 2.5)", "tau": "halfnormal(0.25)",
+                "concentration": "gamma(2, 2)"},
+    "gmrf": {"mu": "normal(0, 3)", "tau": "halfnormal(0.7)", "edge_scale": "halfcauchy(0.12)"},
+    "metareg": {"intercept": "normal(0, 3)", "slope": "normal(0, 1.5)",
+                "tau": "halfnormal(0.7)"},
+}
+
+
+# ---------------------------------------------------------------------- data
+def true_effects(design: str, rng: np.random.Generator) -> np.ndarray:
+    """θ_j of the 20 tasks, shape (20,)."""
+    if design == "no structure":
+        return rng.uniform(-1.0, 1.0, N_TASKS)
+    delta = {"clusters 1/3": 1 / 3, "clusters 2/3": 2 / 3, "clusters 1": 1.0}[design]
+    return (np.arange(1, N_TASKS + 1) % 3 - 1) * delta
+
+
+def task_sizes(quick: bool) -> np.ndarray:
+    j = np.arange(1, N_TASKS + 1)
+    return 400 + 40 * j if quick else 800 + 80 * j
+
+
+def simulate_rows(theta: np.ndarray, sizes: np.ndarray, rng: np.random.Generator
+                  ) -> pd.DataFrame:
+    """Individual-level rows of all tasks (vectorised over tasks)."""
+    task = np.repeat(np.arange(len(theta)), sizes)
+    n = task.size
+    x = rng.standard_normal((n, N_COVARIATES))
+    propensity = 1 / (1 + np.exp(-(0.5 * x[:, 0] - 0.25 * x[:, 1])))
+    d = (rng.uniform(size=n) < propensity).astype(float)
+    y = (theta[task] * d + x[:, 0] + 0.5 * x[:, 1] - 0.5 * x[:, 2]
+         + NOISE_SD * rng.standard_normal(n))
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(N_COVARIATES)])
+    frame.insert(0, "task", np.char.add("task", (task + 1).astype(str).astype("U2")).astype(str))
+    frame["d"], frame["y"] = d, y
+    return frame
+
+
+# ---------------------------------------------------------------------- stage 2
+def _bayes_method(family: str, chains: int, warmup: int, draws: int,
+                  seed: int) -> Callable[[bf.TaskEstimates], tuple[np.ndarray, ...]]:
+    alpha = (1 - CI_PROB) / 2
+
+    def run(est: bf.TaskEstimates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        options = {"covariates": ["z"]} if family == "metareg" else {}
+        fit = bf.fuse(est, model=family, priors=PRIORS[family], chains=chains, draws=draws,
+                      warmup=warmup, seed=seed, chain_method="sequential", warn=False,
+                      **options)
+        theta = fit.idata.posterior["theta"].transpose("chain", "draw", "task", "param")
+        draws_ = theta.values[..., 0].reshape(-1, est.n_tasks)
+        low, high = np.quantile(draws_, [alpha, 1 - alpha], axis=0)
+        return draws_.mean(axis=0), low, high
+
+    return run
+
+
+def _baseline(name: str, est: bf.TaskEstimates, seed: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    b = bf.baselines
+    if name == "no pooling":
+        frame = b.no_pooling(est, ci_prob=CI_PROB)
+    elif name == "fixed effect":
+        pooled = b.fixed_effect(est, ci_prob=CI_PROB).iloc[0]
+        ones = np.ones(est.n_tasks)
+        return pooled["estimate"] * ones, pooled["ci_low"] * ones, pooled["ci_high"] * ones
+    elif name == "random effects":
+        frame = b.random_effects(est, method="reml", ci_prob=CI_PROB).per_task
+    elif name == "meta-regression":
+        frame = b.meta_regression(est, method="reml", ci_prob=CI_PROB).per_task
+    else:
+        clusters = int(name.rsplit(" ", 1)[1])
+        frame = b.late_fusion(est, clusters=clusters, n_boot=100, ci_prob=CI_PROB, seed=seed)
+    return (frame["estimate"].to_numpy(), frame["ci_low"].to_numpy(),
+            frame["ci_high"].to_numpy())
+
+
+# ---------------------------------------------------------------------- study
+def run_study(reps: int, quick: bool, seed: int, chains: int, warmup: int, draws: int,
+              n_jobs: int, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Per-replication, per-task errors: one row per (rep, design, estimand, method, task)."""
+    sizes = task_sizes(quick)
+    rows = []
+    bayes = {f: _bayes_method(f, chains, warmup, draws, seed) for f in BAYES
+             if f in FAMILIES}
+    with reuse_compiled():
+        for rep in range(reps):
+            for d_index, design in enumerate(DESIGNS):
+                start = time.perf_counter()
+                rng = np.random.default_rng([seed, rep, d_index])
+                theta = true_effects(design, rng)
+                z = theta + 0.5 * rng.standard_normal(N_TASKS)
+                data = simulate_rows(theta, sizes, rng)
+                tasks = [f"task{j}" for j in range(1, N_TASKS + 1)]
+                for estimand in ESTIMANDS:
+                    est = bf.estimate_tasks(
+                        data, task="task", outcome="y", treatment="d",
+                        covariates=[f"x{i}" for i in range(N_COVARIATES)], estimand=estimand,
+                        learner="linear", folds=5, n_jobs=n_jobs, seed=seed + rep)
+                    order = [est.tasks.index(t) for t in tasks]
+                    est = bf.TaskEstimates(
+                        tasks, est.estimates[order], est.covariances[order], n=sizes,
+                        covariates=pd.DataFrame({"z": z}, index=tasks), estimand=estimand)
+                    methods: dict[str, Callable] = {**bayes}
+                    for name in BASELINES:
+                        methods[name] = (lambda e, n=name, s=seed + rep: _baseline(n, e, s))
+                    for method, fn in methods.items():
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            mean, low, high = fn(est)
+                        rows.append(pd.DataFrame({
+                            "rep": rep, "design": design, "estimand": estimand,
+                            "method": method, "task": np.arange(N_TASKS), "theta": theta,
+                            "estimate": mean, "ci_low": low, "ci_high": high,
+                        }))
+                log(f"rep {rep + 1}/{reps} {design}: {time.perf_counter() - start:.0f} s")
+    raw = pd.concat(rows, ignore_index=True)
+    raw["sq_error"] = (raw["estimate"] - raw["theta"]) ** 2
+    raw["covered"] = (raw["ci_low"] <= raw["theta"]) & (raw["theta"] <= raw["ci_high"])
+    raw["length"] = raw["ci_high"] - raw["ci_low"]
+    return raw
+
+
+def summarise(raw: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Per (design, estimand, method): mean and max over tasks of per-task MSE, coverage
+    and mean length, each with its Monte Carlo SE over replications (bootstrap over
+    replications for the max)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for (design, estimand, method), group in raw.groupby(["design", "estimand", "method"],
+                                                         sort=False):
+        err = group.pivot(index="rep", columns="task", values="sq_error").to_numpy()  # (R, K)
+        cover = group.groupby("rep")["covered"].mean().to_numpy()
+        length = group.groupby("rep")["length"].mean().to_numpy()
+        reps = err.shape[0]
+        per_rep_mean = err.mean(axis=1)
+        boot = rng.integers(0, reps, size=(n_boot, reps))
+        max_boot = err[boot].mean(axis=1).max(axis=1)  # (n_boot,)
+
+        def se(x: np.ndarray) -> float:
+            return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+        out.append({
+            "design": design, "estimand": estimand, "method": method, "reps": reps,
+            "mean_mse": per_rep_mean.mean(), "mean_mse_se": se(per_rep_mean),
+            "max_mse": err.mean(axis=0).max(),
+            "max_mse_se": float(max_boot.std(ddof=1)) if reps > 1 else float("nan"),
+            "coverage": cover.mean(), "coverage_se": se(cover),
+            "length": length.mean(), "length_se": se(length),
+        })
+    table = pd.DataFrame(out)
+    ref = table[table["method"] == "no pooling"].set_index(["design", "estimand"])["mean_mse"]
+    table["mse_vs_no_pooling"] = table["mean_mse"] / ref.loc[
+        list(zip(table["design"], table["estimand"], strict=True))].to_numpy()
+    return table
+
+
+def targets(table: pd.DataFrame) -> list[str]:
+    """The issue's targets, checked row by row, in words."""
+    lines = []
+    t = table.set_index(["design", "estimand", "method"])
+    for design in DESIGNS:
+        for estimand in ESTIMANDS:
+            if (design, estimand, "no pooling") not in t.index:
+                continue
+            nop = t.loc[(design, estimand, "no pooling"), "mean_mse"]
+            if design != "no structure" and (design, estimand, "cluster") in t.index:
+                clus = t.loc[(design, estimand, "cluster"), "mean_mse"]
+                lf = t.loc[(design, estimand, "late fusion 3"), "mean_mse"]
+                lf1 = t.loc[(design, estimand, "late fusion 1"), "mean_mse"]
+                ok1 = clus <= 0.7 * nop
+                ok2 = clus <= min(lf, lf1)
+                lines.append(
+                    f"- {design}, {estimand}: cluster MSE {clus:.4f} = "
+                    f"{100 * (1 - clus / nop):.0f}% below no pooling ({nop:.4f}) — "
+                    f"{'met' if ok1 else '**missed**'} (≥ 30%); vs late fusion 3 {lf:.4f} / "
+                    f"late fusion 1 {lf1:.4f}: {'met' if ok2 else '**missed**'} (no worse)")
+            if design == "no structure":
+                worst = max((t.loc[(design, estimand, f), "mean_mse"] / nop, f)
+                            for f in BAYES if (design, estimand, f) in t.index)
+                lines.append(
+                    f"- {design}, {estimand}: worst bayesfuse family {worst[1]} at "
+                    f"{100 * (worst[0] - 1):+.0f}% vs no pooling — "
+                    f"{'met' if worst[0] <= 1.1 else '**missed**'} (≤ +10%)")
+    bayes = table[table["method"].isin(BAYES)]
+    inside = bayes["coverage"].between(0.93, 0.97)
+    lines.append(f"- 95% intervals of the bayesfuse families cover 93–97% in {int(inside.sum())}"
+                 f" of {len(bayes)} (design, estimand, family) cells; range "
+                 f"{bayes['coverage'].min():.3f}–{bayes['coverage'].max():.3f}")
+    return lines
+
+
+def markdown(table: pd.DataFrame, settings: dict, seconds: float) -> str:
+    lines = [
+        "# Multi-task simulation study",
+        "",
+        f"Generated by `benchmarks/accuracy.py {settings['argv']}` in {seconds / 60:.0f} min "
+        f"({settings['reps']} replications; task sizes n_j = {settings['sizes']}; NUTS "
+        f"{settings['chains']} chains × {settings['draws']} draws after {settings['warmup']} "
+        "warmup). See the script's docstring for the design. MSE per task is over "
+        "replications; *mean*/*max* are over the 20 tasks. ± are Monte Carlo standard "
+        "errors over replications (bootstrap for the max).",
+        "",
+        "## Targets (issue 4)",
+        "",
+        *targets(table),
+        "",
+        "![accuracy](accuracy.png)",
+    ]
+    for design in DESIGNS:
+        for estimand in ESTIMANDS:
+            part = table[(table["design"] == design) & (table["estimand"] == estimand)]
+            if part.empty:
+                continue
+            lines += ["", f"## {design} — {estimand.upper()}", "",
+                      "| method | mean MSE | vs no pooling | max MSE | coverage | length |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: |"]
+            for r in part.itertuples():
+                lines.append(
+                    f"| {r.method} | {r.mean_mse:.4f} ± {r.mean_mse_se:.4f} | "
+                    f"{r.mse_vs_no_pooling:.2f} | {r.max_mse:.4f} ± {r.max_mse_se:.4f} | "
+                    f"{r.coverage:.3f} ± {r.coverage_se:.3f} | {r.length:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    """Mean per-task MSE relative to no pooling and coverage, per design and method."""
+    from matplotlib.figure import Figure
+
+    methods = list(dict.fromkeys(table["method"]))
+    fig = Figure(figsize=(13, 6.5), layout="constrained")
+    axes = fig.subplots(2, len(DESIGNS), sharey="row", squeeze=False)
+    y = np.arange(len(methods))
+    for col, design in enumerate(DESIGNS):
+        for e_index, estimand in enumerate(ESTIMANDS):
+            part = table[(table["design"] == design) & (table["estimand"] == estimand)]
+            part = part.set_index("method").reindex(methods)
+            offset = (e_index - 0.5) * 0.38
+            nop = part.loc["no pooling", "mean_mse"]
+            axes[0, col].barh(y + offset, part["mse_vs_no_pooling"], height=0.36,
+                              xerr=part["mean_mse_se"] / nop, label=estimand.upper(),
+                              color=f"C{e_index}")
+            axes[1, col].errorbar(part["coverage"], y + offset, xerr=part["coverage_se"],
+                                  fmt="o", ms=4, color=f"C{e_index}", label=estimand.upper())
+        axes[0, col].axvline(1.0, color="0.3", lw=0.8)
+        axes[0, col].axvline(0.7, color="C3", lw=0.8, ls="--")
+        axes[0, col].set_title(design)
+        axes[0, col].set_xlabel("mean per-task MSE / no pooling")
+        axes[1, col].axvspan(0.93, 0.97, color="0.88", zorder=0)
+        axes[1, col].axvline(CI_PROB, color="0.3", lw=0.8)
+        axes[1, col].set_xlabel("95% interval coverage")
+    for row in range(2):
+        axes[row, 0].set_yticks(y, methods)
+        axes[row, 0].invert_yaxis()
+    axes[0, 0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="3 replications, smaller tasks, shorter chains")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="replications (default 100; 3 with --quick)")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--n-jobs", type=int, default=2, help="stage-1 worker processes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    reps = args.reps or (3 if args.quick else 100)
+    chains, warmup, draws = (2, 300, 300) if args.quick else (2, 500, 500)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    raw = run_study(reps, args.quick, args.seed, chains, warmup, draws, args.n_jobs,
+                    log=lambda s: print(s, flush=True))
+    seconds = time.perf_counter() - start
+    table = summarise(raw)
+    raw.to_csv(args.out / "accuracy_raw.csv", index=False)
+    table.to_csv(args.out / "accuracy.csv", index=False)
+    settings = {"argv": " ".join(sys.argv[1:] if argv is None else argv), "reps": reps,
+                "sizes": "400 + 40j" if args.quick else "800 + 80j", "chains": chains,
+                "warmup": warmup, "draws": draws}
+    (args.out / "accuracy.md").write_text(markdown(table, settings, seconds))
+    plot(table, args.out / "accuracy.png")
+    print(f"wrote {args.out / 'accuracy.md'} ({seconds / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Slow: the multi-task simulation study runs end to end in its --quick setting."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_designs_have_the_stated_truth():
+    """Fast: three clusters at −δ, 0, δ; no structure within (−1, 1); task sizes."""
+    acc = _load()
+    rng = np.random.default_rng(0)
+    theta = acc.true_effects("clusters 2/3", rng)
+    assert sorted(np.unique(np.round(theta, 12))) == pytest.approx([-2 / 3, 0.0, 2 / 3])
+    assert np.bincount((np.round(theta * 1.5) + 1).astype(int)).tolist() == [6, 7, 7]
+    free = acc.true_effects("no structure", rng)
+    assert len(np.unique(free)) == 20 and np.all(np.abs(free) < 1)
+    assert acc.task_sizes(True).tolist()[:2] == [440, 480]
+    rows = acc.simulate_rows(theta, np.full(20, 200), rng)
+    assert len(rows) == 4000 and set(rows["d"].unique()) == {0.0, 1.0}
+    # the effect in task 1 (θ = 0) vs task 2 (θ = 2/3): difference-in-means is unbiased
+    # up to confounding by x0; a regression on d and x recovers θ within 4 SE
+    for j in (0, 1):
+        part = rows[rows["task"] == f"task{j + 1}"]
+        design = np.column_stack([np.ones(len(part)), part["d"], part[[f"x{i}" for i in
+                                                                         range(5)]]])
+        coef, *_ = np.linalg.lstsq(design, part["y"], rcond=None)
+        assert abs(coef[1] - theta[j]) < 4 * 3 / np.sqrt(200 * 0.25)
+
+
+@pytest.mark.slow
+def test_accuracy_quick_runs_and_is_sane(tmp_path):
+    acc = _load()
+    acc.main(["--quick", "--out", str(tmp_path)])
+    for name in ("accuracy.md", "accuracy.png", "accuracy.csv", "accuracy_raw.csv"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = pd.read_csv(tmp_path / "accuracy.csv")
+    assert set(table["design"]) == set(acc.DESIGNS)
+    assert set(table["estimand"]) == {"plr", "ate"}
+    assert {"no pooling", "cluster", "exchangeable", "late fusion 3"} <= set(table["method"])
+    assert table["coverage"].between(0, 1).all()
+    assert (table["length"] > 0).all() and np.isfinite(table["mean_mse"]).all()
+    t = table.set_index(["design", "estimand", "method"])
+    for estimand in ("plr", "ate"):
+        nop = t.loc[("clusters 1", estimand, "no pooling")]
+        # no pooling is unbiased with SE ≈ 0.17–0.29: MSE ≈ mean SE² ≈ 0.05 (3 reps × 20)
+        assert 0.02 < nop["mean_mse"] < 0.12
+        # a single pooled effect misses clusters at −1, 0, 1 by 2/3 on average (squared)
+        assert t.loc[("clusters 1", estimand, "fixed effect"), "mean_mse"] > 0.5
+        assert t.loc[("clusters 1", estimand, "cluster"), "mean_mse"] < nop["mean_mse"]
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "## Targets" in md and "no structure" in md
