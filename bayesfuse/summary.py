@@ -215,9 +215,10 @@ def _task_from_dict(entry: Any, where: str) -> dict[str, Any]:
         covariates = _object(covariates, f"{where}: 'covariates'")
         if len(covariates) > MAX_COVARIATES:
             raise _Refused(f"{where}: more than {MAX_COVARIATES} covariates")
-        out["covariates"] = {_text(k, f"{where}: covariate name"):
-                             _number(v, f"{where}: covariate '{_short(k)}'")
-                             for k, v in covariates.items()}
+        values = {_text(k, f"{where}: covariate name"):
+                  _number(v, f"{where}: covariate '{_short(k)}'") for k, v in covariates.items()}
+        if values:  # an empty object means no covariates
+            out["covariates"] = values
     noise = entry.get("dp_noise_variance")
     if noise is not None:
         if not isinstance(noise, list) or len(noise) != p:
@@ -462,7 +463,8 @@ def read_summaries(paths: Sequence[str | os.PathLike[str]]) -> TaskEstimates:
     names = [tuple(sorted(t["covariates"])) for t in tasks if "covariates" in t]
     if names:
         if len(names) != len(tasks) or len(set(names)) != 1:
-            bad = next(t for t in tasks if tuple(sorted(t.get("covariates", {}))) != names[0])
+            bad = next((t for t in tasks
+                        if tuple(sorted(t.get("covariates", {}))) != names[0]), tasks[0])
             raise EstimatesError(f"{bad['source']}: task '{_short(bad['task'])}' has covariates "
                                  f"{list(bad.get('covariates', {}))[:10]}, other tasks have "
                                  f"{list(names[0])[:10]}; give the same task covariates in "

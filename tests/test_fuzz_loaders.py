@@ -328,7 +328,7 @@ def test_valid_inputs_load(folder):
     assert csv.n_tasks == 2
 
 
-def test_found_by_fuzzing():
+def test_found_by_fuzzing(tmp_path):
     """Inputs that once escaped as non-bayesfuse exceptions (kept as regressions)."""
     frame = pd.DataFrame({"task": ["a", "b"], "estimate": [0.1, 0.2], "se": [0.1, 0.1],
                           "z": [1.0, 2.0]})
@@ -340,3 +340,12 @@ def test_found_by_fuzzing():
     huge.loc[1, "estimate"] = 10**400
     with pytest.raises(BayesfuseError, match="Task 'b': estimate is not finite"):
         TaskEstimates.from_frame(huge)
+    # an empty covariates object next to a task without covariates
+    folder = tmp_path
+    document = _valid_document()
+    document["tasks"][0]["covariates"] = {}
+    est = read_estimates(_write(folder, "empty-covariates.json", _serialise(document)))
+    assert est.covariates is None
+    document["tasks"][0]["covariates"] = {"z": 1.0}
+    with pytest.raises(BayesfuseError, match="has covariates"):
+        read_estimates(_write(folder, "one-covariate.json", _serialise(document)))
