@@ -29,7 +29,7 @@ compiled sampler.
 Per design, estimand and method: mean and max over tasks of the per-task MSE (the MSE of
 task j over replications), 95% interval coverage and mean length, with Monte Carlo standard
 errors over replications. Writes ``results/accuracy.md``, ``results/accuracy.png`` and the
-per-replication errors ``results/accuracy_raw.csv``.
+per-replication errors ``results/accuracy_raw.csv.gz``.
 
 Usage::
 
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
                     log=lambda s: print(s, flush=True))
     seconds = time.perf_counter() - start
     table = summarise(raw)
-    raw.to_csv(args.out / "accuracy_raw.csv", index=False)
+    raw.to_csv(args.out / "accuracy_raw.csv.gz", index=False)
     table.to_csv(args.out / "accuracy.csv", index=False)
     settings = {"argv": " ".join(sys.argv[1:] if argv is None else argv), "reps": reps,
                 "sizes": "400 + 40j" if args.quick else "800 + 80j", "chains": chains,

@@ -45,7 +45,7 @@ def test_designs_have_the_stated_truth():
 def test_accuracy_quick_runs_and_is_sane(tmp_path):
     acc = _load()
     acc.main(["--quick", "--out", str(tmp_path)])
-    for name in ("accuracy.md", "accuracy.png", "accuracy.csv", "accuracy_raw.csv"):
+    for name in ("accuracy.md", "accuracy.png", "accuracy.csv", "accuracy_raw.csv.gz"):
         assert (tmp_path / name).stat().st_size > 0, name
     table = pd.read_csv(tmp_path / "accuracy.csv")
     assert set(table["design"]) == set(acc.DESIGNS)
