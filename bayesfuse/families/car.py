@@ -1,0 +1,173 @@
+"""A known task graph: proper conditional autoregression (CAR) on the user's adjacency W.
+
+    θ = 1μᵀ + u,  vec(u) ~ N(0, G⁻¹ ⊗ T),  G = D − ρW,  T = diag(τ) R diag(τ)
+
+D = diag(row sums of W), ρ ∈ (0, 1) (prior ``rho``). For p = 1 this is the textbook proper
+CAR, Q = τ⁻²(D − ρW): given its neighbours, task k's effect has mean ρ·(weighted mean of
+the neighbours' effects) and variance τ²/d_k. The p parameter columns are replicates on the
+same graph; for p > 1 the parameters are correlated through R ~ LKJ (one R for all tasks).
+
+The adjacency (option ``adjacency``, required) is a CSV with columns ``task_a, task_b`` and
+an optional positive ``weight``, a list of pairs or triples, an edge DataFrame or a
+symmetric K×K matrix. Every task needs at least one neighbour (D − ρW must be positive
+definite for every ρ < 1).
+
+Collapsed likelihood θ̂ | φ ~ N(1μᵀ, G⁻¹ ⊗ T + blockdiag Vₖ) in precision form
+(:mod:`bayesfuse.families._graph`); θ | φ, θ̂ is drawn exactly. ``similarity()`` is the
+posterior correlation of θ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from bayesfuse.errors import SpecError
+from bayesfuse.families import _graph
+from bayesfuse.families.base import Family, block_distribution, register
+from bayesfuse.priors import Prior, PriorBlock
+
+__all__ = ["Car"]
+
+
+@register
+class Car(Family):
+    """θ = μ + u with a proper CAR prior on a known task graph."""
+
+    name = "car"
+    description = "known task graph: proper conditional autoregression on a user adjacency"
+    option_defaults = {"adjacency": None}
+
+    def setup(self) -> None:
+        adjacency = self.options["adjacency"]
+        if adjacency is None:
+            raise SpecError("car: the option 'adjacency' is required: a CSV with columns "
+                            "task_a, task_b[, weight] (CLI: --option adjacency=graph.csv), "
+                            "a list of pairs, or a K×K matrix. To learn the graph, use "
+                            "model 'gmrf'.")
+        tasks = self.estimates.tasks
+        index, weight = _graph.parse_edges(adjacency, tasks, "car: 'adjacency'")
+        degree = np.bincount(index.ravel(), weights=np.repeat(weight, 2),
+                             minlength=len(tasks))
+        isolated = [tasks[k] for k in np.flatnonzero(degree == 0)]
+        if isolated:
+            raise SpecError(f"car: task(s) {isolated[:5]} have no neighbour in the adjacency; "
+                            "a CAR prior needs every task joined to another (add edges, drop "
+                            "those tasks, or use model 'gmrf').")
+        # stored as a JSON-friendly edge list: options go into the saved fit
+        self.options["adjacency"] = [[tasks[a], tasks[b], float(w)]
+                                     for (a, b), w in zip(index, weight, strict=True)]
+        self.edge_index = np.asarray(index, dtype=np.int32)
+        self.edge_weight = np.asarray(weight, dtype=float)
+
+    def prior_blocks(self) -> list[PriorBlock]:
+        blocks = [
+            PriorBlock("mu", "real", tuple(self.params)),
+            PriorBlock("tau", "positive", tuple(self.params)),
+            PriorBlock("rho", "unit"),
+        ]
+        if self.n_params > 1:
+            blocks.append(PriorBlock("corr", "correlation"))
+        return blocks
+
+    def default_priors(self) -> dict[str, str | list[str]]:
+        """τ is the conditional scale (an isolated task's effect would have sd τ/√d_k);
+        its default is ``halfnormal(2·spread)``, wider than the exchangeable family's
+        because the marginal sd of a task effect is about τ/√d_k."""
+        return {
+            "mu": self.scale.normal(5.0),
+            "tau": self.scale.halfnormal(2.0),
+            "rho": "uniform(0, 1)",
+            "corr": "lkj(2)",
+        }
+
+    def hyper_dims(self) -> dict[str, list[str]]:
+        dims = {"mu": ["param"], "tau": ["param"], "rho": []}
+        if self.n_params > 1:
+            dims["corr"] = ["param", "param_b"]
+        return dims
+
+    def data(self) -> dict[str, np.ndarray]:
+        data = super().data()
+        data["cov_inv"] = np.linalg.inv(data["cov"])
+        data["edge_index"] = self.edge_index
+        data["edge_weight"] = self.edge_weight
+        return data
+
+    # ------------------------------------------------------------------ model
+    @staticmethod
+    def _graph_matrix(rho: jax.Array, n_tasks: int, edge_index: jax.Array,
+                      edge_weight: jax.Array) -> jax.Array:
+        """G = D − ρW, shape (K, K)."""
+        weights = _graph.dense_from_edges(edge_index, edge_weight, n_tasks)
+        return jnp.diag(weights.sum(axis=1)) - rho * weights
+
+    def _prior_chol(self, draw: Mapping[str, Any]) -> jax.Array:
+        tau = jnp.asarray(draw["tau"])
+        if tau.shape[-1] == 1:
+            return tau[:, None]
+        return tau[:, None] * draw["corr_chol"]
+
+    def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
+              theta_hat: Any = None, cov: Any = None, cov_chol: Any = None,
+              cov_inv: Any = None, edge_index: Any = None, edge_weight: Any = None) -> None:
+        n_tasks, n_params = cov.shape[0], cov.shape[1]
+        mu = numpyro.sample("mu", block_distribution(priors["mu"]))
+        tau = numpyro.sample("tau", block_distribution(priors["tau"]))
+        site: dict[str, Any] = {"tau": tau}
+        if n_params > 1:
+            eta = priors["corr"][0].args[0]
+            corr_chol = numpyro.sample("corr_chol", dist.LKJCholesky(n_params, eta))
+            numpyro.deterministic("corr", corr_chol @ corr_chol.T)
+            site["corr_chol"] = corr_chol
+        rho = numpyro.sample("rho", priors["rho"][0].numpyro())
+        graph = self._graph_matrix(rho, n_tasks, edge_index, edge_weight)
+        prior_chol = self._prior_chol(site)
+        if collapsed:
+            numpyro.sample("theta_hat", _graph.GraphGaussian(mu, graph, prior_chol, cov_inv,
+                                                             cov_chol), obs=theta_hat)
+            return
+        with numpyro.plate("task", n_tasks):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_params]).to_event(1))
+        chol_graph = jnp.linalg.cholesky(graph)
+        u = jax.scipy.linalg.solve_triangular(chol_graph.T, z, lower=False) @ prior_chol.T
+        theta = numpyro.deterministic("theta", mu + u)
+        with numpyro.plate("task", n_tasks):
+            numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
+                           obs=theta_hat)
+
+    # ------------------------------------------------------------------ per draw
+    def _parts(self, data: Mapping[str, Any], draw: Mapping[str, Any]):
+        theta_hat = data["theta_hat"]
+        graph = self._graph_matrix(draw["rho"], theta_hat.shape[0], data["edge_index"],
+                                   data["edge_weight"])
+        return theta_hat - draw["mu"], graph, self._prior_chol(draw)
+
+    def draw_theta(self, key, data, draw):
+        resid, graph, prior_chol = self._parts(data, draw)
+        return draw["mu"] + _graph.conditional_draw(key, resid, graph, prior_chol,
+                                                    data["cov_inv"])
+
+    def pointwise_loglik(self, data, draw):
+        """log p(θ̂ₖ | θ̂₋ₖ, φ), the leave-one-out conditional density (tasks are dependent
+        given φ; Bürkner, Gabry & Vehtari 2021)."""
+        return _graph.conditional_blocks(*self._parts(data, draw), data["cov_inv"])[0]
+
+    def pooling_weight(self, data, draw):
+        return _graph.conditional_blocks(*self._parts(data, draw), data["cov_inv"])[1]
+
+    def draw_new_task(self, key, data, draw, covariates):
+        """A task outside the graph has no neighbours to borrow from; the CAR prior does not
+        define it. Refused with a clear error by :meth:`new_task_covariates`."""
+        return draw["mu"] + jnp.nan * jax.random.normal(key, draw["mu"].shape)
+
+    def new_task_covariates(self, covariates: Any) -> None:
+        raise SpecError("car: a new task is not on the known graph, so the CAR prior says "
+                        "nothing about it; use model 'exchangeable' or 'gmrf' to predict "
+                        "unseen tasks.")
