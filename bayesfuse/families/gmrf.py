@@ -17,9 +17,9 @@ w_e = g λ_e |z_e|, doubles the parameters and saturated NUTS's tree depth in ou
 The p parameter columns of u are replicates on the same graph, which is what makes the
 graph learnable. The node precisions v are 1 (``node_precision="shared"``: τ is then the
 scale of an isolated task's effect and a graph with no edges is exactly the
-``exchangeable`` family) or sampled per task (``"per_task"``). The partial correlation of tasks k and l, for every parameter, is
-w_kl / √(G_kk G_ll). This is a Bayesian counterpart of learned-precision multitask learning
-(Wan & Vlaski).
+``exchangeable`` family) or sampled per task (``"per_task"``). The partial correlation of
+tasks k and l, for every parameter, is w_kl / √(G_kk G_ll). This is a Bayesian counterpart
+of learned-precision multitask learning (Wan & Vlaski).
 
 Candidate edges (option ``edges``): ``"all"`` pairs; ``"knn"``: each task and its
 ``neighbors`` nearest tasks by standardised task covariates (by the standardised stage-1
