@@ -335,14 +335,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--n-jobs", type=int, default=2, help="stage-1 worker processes")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--from-raw", type=Path, nargs="+", default=None, metavar="CSV",
+                        help="summarise earlier runs' accuracy_raw files (same settings, "
+                             "different --seed) instead of simulating; --minutes gives "
+                             "their total run time")
+    parser.add_argument("--minutes", type=float, default=0.0)
     args = parser.parse_args(argv)
-    reps = args.reps or (3 if args.quick else 100)
     chains, warmup, draws = (2, 300, 300) if args.quick else (2, 500, 500)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    raw = run_study(reps, args.quick, args.seed, chains, warmup, draws, args.n_jobs,
-                    log=lambda s: print(s, flush=True))
-    seconds = time.perf_counter() - start
+    if args.from_raw:
+        parts = [pd.read_csv(path) for path in args.from_raw]
+        offset = 0
+        for part in parts:
+            part["rep"] += offset
+            offset = int(part["rep"].max()) + 1
+        raw = pd.concat(parts, ignore_index=True)
+        reps = offset
+        seconds = 60 * args.minutes
+    else:
+        reps = args.reps or (3 if args.quick else 100)
+        raw = run_study(reps, args.quick, args.seed, chains, warmup, draws, args.n_jobs,
+                        log=lambda s: print(s, flush=True))
+        seconds = time.perf_counter() - start
     table = summarise(raw)
     raw.to_csv(args.out / "accuracy_raw.csv.gz", index=False)
     table.to_csv(args.out / "accuracy.csv", index=False)
