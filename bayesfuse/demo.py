@@ -88,6 +88,14 @@ def _print_structure(console: Any, name: str, table: Any, max_rows: int = 20) ->
 
     if not isinstance(table, pd.DataFrame) or table.empty:
         return
+    if name == "clustering" and {"task", "cluster"} <= set(table.columns):
+        console.print("[bold]Schools that cluster together[/bold] (point clustering "
+                      "minimising the posterior expected Binder loss):")
+        for cluster, members in table.groupby("cluster", sort=True):
+            support = members["p_with_mates"].mean()
+            console.print(f"  cluster {cluster} ({len(members)} schools, mean co-clustering "
+                          f"with mates {support:.2f}): {', '.join(map(str, members['task']))}")
+        return
     shown = table.head(max_rows)
     out = Table(title=f"{name} (first {len(shown)} of {len(table)} rows)"
                 if len(table) > max_rows else name)

@@ -130,3 +130,25 @@ def test_unsupported_family(eight_schools, model):
     with pytest.raises(FitError, match=rf"backend='pymc' supports .*exchangeable.*metareg.*"
                                        rf"use backend='numpyro' for {model}"):
         bf.fuse(eight_schools, model=model, backend="pymc")
+
+
+@pytest.mark.slow
+def test_cluster_backends_agree():
+    """The collapsed mixture in PyMC (centred Dirichlet weights) and in NumPyro
+    (non-centred gamma weights): same fused θ and co-clustering to Monte Carlo error."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_cluster import clustered_estimates
+
+    est = clustered_estimates(per=5)[0]
+    kw = dict(model="cluster", max_clusters=4, seed=1, chains=2, draws=500, warmup=500,
+              warn=False)
+    a = bf.fuse(est, **kw)
+    b = bf.fuse(est, backend="pymc", **kw)
+    assert b.meta["backend"] == "pymc"
+    assert_agree(a, b, ["theta"])
+    # co-clustering: a mean of probabilities over ~1000 draws of each backend
+    diff = np.abs(a.similarity().to_numpy() - b.similarity().to_numpy()).max()
+    assert diff < 0.1, diff

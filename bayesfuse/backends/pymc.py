@@ -13,11 +13,9 @@ pm.Model`` whose site names and shapes match its NumPyro model (``mu`` (p,), ``t
 ``corr_chol`` (p, p) ...). The helpers below build the pieces the Gaussian families share:
 :func:`block_rv` (one prior per element), :func:`scale_corr_chol` (chol of
 T = diag(τ) R diag(τ), R ~ LKJ) and :func:`gaussian_tasks` (the collapsed or non-centred
-likelihood). Implemented: ``exchangeable``, ``robust``, ``metareg``. ``cluster`` gets its
-``pymc_model`` from the engineer writing that family (its collapsed likelihood is a mixture
-over components of N(μ_c, T_c + Vₖ), e.g. ``pm.Mixture`` / ``logsumexp`` of the per-component
-:func:`mvn_logp`, and sites named as in its NumPyro model); until then it raises the
-"use backend='numpyro'" error below.
+likelihood). Implemented: ``exchangeable``, ``robust``, ``metareg`` and ``cluster`` (its
+collapsed mixture Σ_c π_c N(μ_c, T_c + Vₖ) as a log-sum-exp potential of
+:func:`mvn_logp`); other families raise the "use backend='numpyro'" error below.
 """
 
 from __future__ import annotations

@@ -268,6 +268,55 @@ class Cluster(Family):
             numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
                            obs=theta_hat)
 
+    def pymc_model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
+                   data: Mapping[str, Any]):
+        """The collapsed mixture in PyMC, for ``backend="pymc"``.
+
+        Sites as in :meth:`model`, except that the weights are PyMC's own ``weights ~
+        Dirichlet(α/C)`` (simplex transform) or stick-breaking ``sticks ~ Beta(1, α)``
+        rather than NumPyro's non-centred gamma/exponential variables: the same prior,
+        sampled through a different parameterisation. The likelihood is
+        Σₖ log Σ_c π_c N(θ̂ₖ; μ_c, T_c + Vₖ), added as a potential.
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        from bayesfuse.backends import pymc as pmb
+        from bayesfuse.errors import FitError
+
+        if not collapsed:
+            raise FitError("cluster: the PyMC backend fits the collapsed mixture only; use "
+                           "collapsed=True or backend='numpyro'.")
+        theta_hat, cov = data["theta_hat"], data["cov"]
+        n_params, n_comp = theta_hat.shape[1], self.n_components
+        with pm.Model() as model:
+            concentration = priors["concentration"][0].pymc("concentration")
+            if self.options["weights"] == "dirichlet":
+                weights = pm.Dirichlet("weights", a=pt.ones(n_comp) * concentration / n_comp)
+            else:
+                sticks = pm.Beta("sticks", 1.0, concentration, shape=(n_comp - 1,))
+                rest = pt.concatenate([pt.ones(1), pt.cumprod(1 - sticks)])
+                weights = pm.Deterministic(
+                    "weights", pt.concatenate([sticks, pt.ones(1)]) * rest)
+            mu = pmb.block_rv("mu", list(priors["mu"]) * n_comp, (n_comp, n_params))
+            if self.options["shared_scale"]:
+                tau = pmb.block_rv("tau", priors["tau"], (n_params,))
+                tau_c = pt.broadcast_to(tau, (n_comp, n_params))
+            else:
+                tau_c = pmb.block_rv("tau", list(priors["tau"]) * n_comp, (n_comp, n_params))
+            corr_chol = pmb.scale_corr_chol(pt.ones(n_params), priors.get("corr"), n_params)
+            log_weights = pt.log(pt.clip(weights, 1e-300, 1.0))
+            per_component = []
+            for c in range(n_comp):  # builds C terms of the graph, each vectorised over tasks
+                chol_c = tau_c[c][:, None] * corr_chol
+                cluster_cov = pt.dot(chol_c, chol_c.T)
+                mean = pt.broadcast_to(mu[c], theta_hat.shape)
+                per_component.append(log_weights[c]
+                                     + pmb.mvn_logp(theta_hat, mean, cluster_cov[None] + cov))
+            pm.Potential("theta_hat", pt.logsumexp(pt.stack(per_component, axis=1),
+                                                   axis=1).sum())
+        return model
+
     # ------------------------------------------------------------------ per draw
     def _cluster_chol(self, draw: Mapping[str, Any], n_params: int) -> jax.Array:
         """Cholesky factors of T_c = diag(τ_c) R diag(τ_c), shape (C, p, p)."""
