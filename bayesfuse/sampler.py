@@ -9,10 +9,11 @@ settings), so a refit with new data of the same shape does not recompile.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,38 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return entry
+
+
+@contextlib.contextmanager
+def _reuse_jit(entry: dict[str, Any]) -> Iterator[None]:
+    """Let a cached MCMC reuse its jitted sampling loop on the next run.
+
+    NumPyro (0.22, JAX 0.10) wraps the sampling loop in a fresh ``jax.jit`` object on every
+    ``MCMC.run``; fresh wrappers never compare equal, so the loop would be recompiled on
+    every refit. While this context is active ``numpyro.util.maybe_jit`` returns one wrapper
+    per (function, static arguments), remembered in the cache entry. Parallel chains go
+    through a fresh ``pmap`` per run, which this does not cover.
+    """
+    import numpyro.util as nutil
+
+    original = nutil.maybe_jit
+    memo: dict[Any, Any] = entry.setdefault("jit_memo", {})
+
+    def maybe_jit(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            key = (fn, args, tuple(sorted(kwargs.items())))
+            hash(key)
+        except TypeError:
+            return original(fn, *args, **kwargs)
+        if key not in memo:
+            memo[key] = original(fn, *args, **kwargs)
+        return memo[key]
+
+    nutil.maybe_jit = maybe_jit
+    try:
+        yield
+    finally:
+        nutil.maybe_jit = original
 
 
 def _init_params(entry: Mapping[str, Any], collapsed: bool, data: Mapping[str, np.ndarray],
@@ -231,7 +264,8 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     mcmc: MCMC = entry["mcmc"]
     key_mcmc, key_post, key_prior = jax.random.split(jax.random.PRNGKey(seed), 3)
     init_params = _init_params(entry, collapsed, data, config.chains, seed)
-    mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, init_params=init_params, **data)
+    with _reuse_jit(entry):
+        mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, init_params=init_params, **data)
     # hyperparameter draws are small: bring them to the host (parallel chains leave them
     # sharded across devices, which would make the per-draw map below slow)
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
