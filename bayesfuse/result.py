@@ -171,11 +171,13 @@ class FusionResult:
         return results_table(self, ci_prob=ci_prob, interval=interval, fmt=fmt, digits=digits)
 
     def report(self, path: str | os.PathLike[str], force: bool = False,
-               ci_prob: float = 0.95, sensitivity: Any = None) -> Path:
-        """Write the self-contained HTML report (:func:`bayesfuse.report.write_report`)."""
+               ci_prob: float = 0.95, sensitivity: Any = None, interval: str = "eti") -> Path:
+        """Write the self-contained HTML report (:func:`bayesfuse.report.write_report`);
+        ``interval`` is ``"eti"`` (equal-tailed) or ``"hdi"``."""
         from bayesfuse.report import write_report
 
-        return write_report(self, path, sensitivity=sensitivity, ci_prob=ci_prob, force=force)
+        return write_report(self, path, sensitivity=sensitivity, ci_prob=ci_prob,
+                            interval=interval, force=force)
 
     def fused_estimates(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Posterior mean and equal-tailed interval per task: a compact ``summary``."""
