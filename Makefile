@@ -19,7 +19,7 @@ demo: venv
 	$(BIN)/bayesfuse demo
 
 lint: venv
-	$(BIN)/ruff check bayesfuse tests benchmarks scripts
+	$(BIN)/ruff check .
 
 # pytest exits 5 when it collected no tests: a broken suite, reported as a failure.
 test: venv lint
@@ -31,7 +31,7 @@ test-all: venv lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "slow or not slow"
 
 format: venv
-	$(BIN)/ruff check --fix bayesfuse tests benchmarks scripts
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
