@@ -34,9 +34,8 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,37 +47,7 @@ from bayesfuse.errors import SpecError
 from bayesfuse.estimates import TaskEstimates
 
 __all__ = ["SBCResult", "sbc", "sbc_ranks", "rank_uniformity", "binomial_band",
-           "plot_ranks", "reuse_compiled"]
-
-
-@contextlib.contextmanager
-def reuse_compiled() -> Iterator[None]:
-    """Make repeated NUTS runs on same-shaped data reuse their compiled loop.
-
-    NumPyro (0.22 with JAX 0.10) wraps its sampling loop in a fresh ``jax.jit`` object on
-    every ``MCMC.run``; fresh wrappers neither compare nor hash equal, so the loop (passed
-    as a static argument) is recompiled on every run, seconds each, even though the
-    model's compiled functions are cached. Inside this context ``numpyro.util.maybe_jit``
-    returns one wrapper per (function, arguments), so a refit costs only the sampling.
-    Use it with ``chain_method="sequential"`` or ``"vectorized"`` (parallel chains go
-    through a fresh ``pmap`` per run, which recompiles regardless).
-    """
-    import numpyro.util as nutil
-
-    original = nutil.maybe_jit
-    memo: dict[Any, Any] = {}
-
-    def maybe_jit(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        key = (fn, args, tuple(sorted(kwargs.items())))
-        if key not in memo:
-            memo[key] = original(fn, *args, **kwargs)
-        return memo[key]
-
-    nutil.maybe_jit = maybe_jit
-    try:
-        yield
-    finally:
-        nutil.maybe_jit = original
+           "plot_ranks"]
 
 
 # ---------------------------------------------------------------------- pure numerics
@@ -404,7 +373,7 @@ def sbc(
         NUTS target acceptance (default: the spec's).
     chain_method : str, default "sequential"
         How chains run; sequential chains reuse their compiled loop across simulations
-        (see :func:`reuse_compiled`), which on few cores is much faster than recompiling.
+        (the sampler's cache), which on few cores is much faster than recompiling.
     tasks : sequence of int, optional
         Indices of the tasks whose θ is ranked (default: first, middle, last).
     pairs : sequence of (int, int), optional
@@ -501,16 +470,15 @@ def sbc(
         index = _thin_index(n_c * n_s, n_draws)
         return {n: v[index] for n, v in full.items()}, stats_i
 
-    with reuse_compiled():
-        for i in range(n_sims):
-            start = time.perf_counter()
-            kept, stats_i = fit_one(i)
-            draws_q = np.stack([kept[n] for n in names], axis=-1)
-            truth_q = np.array([true_q[n][i] for n in names])
-            ranks[i] = sbc_ranks(truth_q, draws_q, rng)
-            rows.append({**stats_i, "seconds": time.perf_counter() - start})
-            if progress is not None:
-                progress(i + 1, n_sims)
+    for i in range(n_sims):
+        start = time.perf_counter()
+        kept, stats_i = fit_one(i)
+        draws_q = np.stack([kept[n] for n in names], axis=-1)
+        truth_q = np.array([true_q[n][i] for n in names])
+        ranks[i] = sbc_ranks(truth_q, draws_q, rng)
+        rows.append({**stats_i, "seconds": time.perf_counter() - start})
+        if progress is not None:
+            progress(i + 1, n_sims)
     return SBCResult(family=template.name, priors=priors,
                      ranks=pd.DataFrame(ranks, columns=names), n_draws=n_draws,
                      fits=pd.DataFrame(rows), settings=settings)

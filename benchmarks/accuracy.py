@@ -49,7 +49,6 @@ import numpy as np
 import pandas as pd
 
 import bayesfuse as bf
-from bayesfuse.calibration import reuse_compiled
 from bayesfuse.families import FAMILIES
 
 RESULTS = Path(__file__).parent / "results"
@@ -151,37 +150,36 @@ def run_study(reps: int, quick: bool, seed: int, chains: int, warmup: int, draws
     rows = []
     bayes = {f: _bayes_method(f, chains, warmup, draws, seed) for f in BAYES
              if f in FAMILIES}
-    with reuse_compiled():
-        for rep in range(reps):
-            for d_index, design in enumerate(DESIGNS):
-                start = time.perf_counter()
-                rng = np.random.default_rng([seed, rep, d_index])
-                theta = true_effects(design, rng)
-                z = theta + 0.5 * rng.standard_normal(N_TASKS)
-                data = simulate_rows(theta, sizes, rng)
-                tasks = [f"task{j}" for j in range(1, N_TASKS + 1)]
-                for estimand in ESTIMANDS:
-                    est = bf.estimate_tasks(
-                        data, task="task", outcome="y", treatment="d",
-                        covariates=[f"x{i}" for i in range(N_COVARIATES)], estimand=estimand,
-                        learner="linear", folds=5, n_jobs=n_jobs, seed=seed + rep)
-                    order = [est.tasks.index(t) for t in tasks]
-                    est = bf.TaskEstimates(
-                        tasks, est.estimates[order], est.covariances[order], n=sizes,
-                        covariates=pd.DataFrame({"z": z}, index=tasks), estimand=estimand)
-                    methods: dict[str, Callable] = {**bayes}
-                    for name in BASELINES:
-                        methods[name] = (lambda e, n=name, s=seed + rep: _baseline(n, e, s))
-                    for method, fn in methods.items():
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore")
-                            mean, low, high = fn(est)
-                        rows.append(pd.DataFrame({
-                            "rep": rep, "design": design, "estimand": estimand,
-                            "method": method, "task": np.arange(N_TASKS), "theta": theta,
-                            "estimate": mean, "ci_low": low, "ci_high": high,
-                        }))
-                log(f"rep {rep + 1}/{reps} {design}: {time.perf_counter() - start:.0f} s")
+    for rep in range(reps):
+        for d_index, design in enumerate(DESIGNS):
+            start = time.perf_counter()
+            rng = np.random.default_rng([seed, rep, d_index])
+            theta = true_effects(design, rng)
+            z = theta + 0.5 * rng.standard_normal(N_TASKS)
+            data = simulate_rows(theta, sizes, rng)
+            tasks = [f"task{j}" for j in range(1, N_TASKS + 1)]
+            for estimand in ESTIMANDS:
+                est = bf.estimate_tasks(
+                    data, task="task", outcome="y", treatment="d",
+                    covariates=[f"x{i}" for i in range(N_COVARIATES)], estimand=estimand,
+                    learner="linear", folds=5, n_jobs=n_jobs, seed=seed + rep)
+                order = [est.tasks.index(t) for t in tasks]
+                est = bf.TaskEstimates(
+                    tasks, est.estimates[order], est.covariances[order], n=sizes,
+                    covariates=pd.DataFrame({"z": z}, index=tasks), estimand=estimand)
+                methods: dict[str, Callable] = {**bayes}
+                for name in BASELINES:
+                    methods[name] = (lambda e, n=name, s=seed + rep: _baseline(n, e, s))
+                for method, fn in methods.items():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        mean, low, high = fn(est)
+                    rows.append(pd.DataFrame({
+                        "rep": rep, "design": design, "estimand": estimand,
+                        "method": method, "task": np.arange(N_TASKS), "theta": theta,
+                        "estimate": mean, "ci_low": low, "ci_high": high,
+                    }))
+            log(f"rep {rep + 1}/{reps} {design}: {time.perf_counter() - start:.0f} s")
     raw = pd.concat(rows, ignore_index=True)
     raw["sq_error"] = (raw["estimate"] - raw["theta"]) ** 2
     raw["covered"] = (raw["ci_low"] <= raw["theta"]) & (raw["theta"] <= raw["ci_high"])
