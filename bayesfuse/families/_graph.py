@@ -43,6 +43,7 @@ __all__ = [
     "conditional_draw",
     "conditional_blocks",
     "matrix_normal_draw",
+    "GraphModel",
 ]
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -339,3 +340,79 @@ class GraphGaussian(dist.Distribution):
         e = jnp.einsum("kij,...kj->...ki", self.cov_chol,
                        jax.random.normal(k_e, sample_shape + self.event_shape))
         return self.mu + u + e
+
+
+class GraphModel:
+    """What ``gmrf`` and ``car`` share: μ, τ (and R), the collapsed or plain likelihood of a
+    matrix-normal prior with structure precision G, and the exact per-draw computations.
+
+    A family mixes this in before :class:`~bayesfuse.families.base.Family` and defines
+    ``graph_matrix(n_tasks, data, draw)`` -> G of shape (K, K) from the data's edge arrays
+    and a draw's graph parameters, and ``graph_data()`` -> its edge arrays.
+    """
+
+    def data(self) -> dict[str, np.ndarray]:
+        data = super().data()  # type: ignore[misc]
+        data["cov_inv"] = np.linalg.inv(data["cov"])
+        data.update(self.graph_data())  # type: ignore[attr-defined]
+        return data
+
+    def _prior_chol(self, draw: Any) -> jax.Array:
+        """Cholesky factor of T = diag(τ) R diag(τ), shape (p, p)."""
+        tau = jnp.asarray(draw["tau"])
+        if tau.shape[-1] == 1:
+            return tau[:, None]
+        return tau[:, None] * draw["corr_chol"]
+
+    @staticmethod
+    def _sample_location_scale(priors: Any, n_params: int) -> tuple[jax.Array, dict]:
+        """Sample μ, τ and (p > 1) R's Cholesky factor; returns μ and the scale sites."""
+        import numpyro
+
+        from bayesfuse.families.base import block_distribution
+
+        mu = numpyro.sample("mu", block_distribution(priors["mu"]))
+        site: dict[str, Any] = {"tau": numpyro.sample("tau", block_distribution(priors["tau"]))}
+        if n_params > 1:
+            eta = priors["corr"][0].args[0]
+            corr_chol = numpyro.sample("corr_chol", dist.LKJCholesky(n_params, eta))
+            numpyro.deterministic("corr", corr_chol @ corr_chol.T)
+            site["corr_chol"] = corr_chol
+        return mu, site
+
+    def _observe(self, mu: jax.Array, graph: jax.Array, site: Any, collapsed: bool,
+                 theta_hat: Any, cov_chol: Any, cov_inv: Any) -> None:
+        """θ̂ given φ: collapsed (θ integrated out) or plain (θ = μ + L_G⁻ᵀ z L_Tᵀ)."""
+        import numpyro
+
+        prior_chol = self._prior_chol(site)
+        if collapsed:
+            numpyro.sample("theta_hat", GraphGaussian(mu, graph, prior_chol, cov_inv, cov_chol),
+                           obs=theta_hat)
+            return
+        n_tasks, n_params = cov_chol.shape[0], cov_chol.shape[1]
+        with numpyro.plate("task", n_tasks):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_params]).to_event(1))
+        chol_graph = jnp.linalg.cholesky(graph)
+        u = jax.scipy.linalg.solve_triangular(chol_graph.T, z, lower=False) @ prior_chol.T
+        theta = numpyro.deterministic("theta", mu + u)
+        with numpyro.plate("task", n_tasks):
+            numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
+                           obs=theta_hat)
+
+    def _parts(self, data: Any, draw: Any):
+        theta_hat = data["theta_hat"]
+        graph = self.graph_matrix(theta_hat.shape[0], data, draw)  # type: ignore[attr-defined]
+        return theta_hat - draw["mu"], graph, self._prior_chol(draw)
+
+    def draw_theta(self, key, data, draw):
+        resid, graph, prior_chol = self._parts(data, draw)
+        return draw["mu"] + conditional_draw(key, resid, graph, prior_chol, data["cov_inv"])
+
+    def pointwise_loglik(self, data, draw):
+        """log p(θ̂ₖ | θ̂₋ₖ, φ): tasks are dependent given φ, so this is the leave-one-out
+        conditional density that PSIS-LOO needs (Bürkner, Gabry & Vehtari 2021)."""
+        return conditional_blocks(*self._parts(data, draw), data["cov_inv"])[0]
+
+    def pooling_weight(self, data, draw):
+        return conditional_blocks(*self._parts(data, draw), data["cov_inv"])[1]

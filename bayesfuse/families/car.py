@@ -26,18 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as dist
 
 from bayesfuse.errors import SpecError
 from bayesfuse.families import _graph
-from bayesfuse.families.base import Family, block_distribution, register
+from bayesfuse.families.base import Family, register
 from bayesfuse.priors import Prior, PriorBlock
 
 __all__ = ["Car"]
 
 
 @register
-class Car(Family):
+class Car(_graph.GraphModel, Family):
     """θ = μ + u with a proper CAR prior on a known task graph."""
 
     name = "car"
@@ -93,75 +92,28 @@ class Car(Family):
             dims["corr"] = ["param", "param_b"]
         return dims
 
-    def data(self) -> dict[str, np.ndarray]:
-        data = super().data()
-        data["cov_inv"] = np.linalg.inv(data["cov"])
-        data["edge_index"] = self.edge_index
-        data["edge_weight"] = self.edge_weight
-        return data
+    def graph_data(self) -> dict[str, np.ndarray]:
+        return {"edge_index": self.edge_index, "edge_weight": self.edge_weight}
 
     # ------------------------------------------------------------------ model
     @staticmethod
-    def _graph_matrix(rho: jax.Array, n_tasks: int, edge_index: jax.Array,
-                      edge_weight: jax.Array) -> jax.Array:
+    def graph_matrix(n_tasks: int, data: Mapping[str, Any],
+                     draw: Mapping[str, Any]) -> jax.Array:
         """G = D − ρW, shape (K, K)."""
-        weights = _graph.dense_from_edges(edge_index, edge_weight, n_tasks)
-        return jnp.diag(weights.sum(axis=1)) - rho * weights
-
-    def _prior_chol(self, draw: Mapping[str, Any]) -> jax.Array:
-        tau = jnp.asarray(draw["tau"])
-        if tau.shape[-1] == 1:
-            return tau[:, None]
-        return tau[:, None] * draw["corr_chol"]
+        weights = _graph.dense_from_edges(data["edge_index"], data["edge_weight"], n_tasks)
+        return jnp.diag(weights.sum(axis=1)) - draw["rho"] * weights
 
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
               theta_hat: Any = None, cov: Any = None, cov_chol: Any = None,
               cov_inv: Any = None, edge_index: Any = None, edge_weight: Any = None) -> None:
         n_tasks, n_params = cov.shape[0], cov.shape[1]
-        mu = numpyro.sample("mu", block_distribution(priors["mu"]))
-        tau = numpyro.sample("tau", block_distribution(priors["tau"]))
-        site: dict[str, Any] = {"tau": tau}
-        if n_params > 1:
-            eta = priors["corr"][0].args[0]
-            corr_chol = numpyro.sample("corr_chol", dist.LKJCholesky(n_params, eta))
-            numpyro.deterministic("corr", corr_chol @ corr_chol.T)
-            site["corr_chol"] = corr_chol
-        rho = numpyro.sample("rho", priors["rho"][0].numpyro())
-        graph = self._graph_matrix(rho, n_tasks, edge_index, edge_weight)
-        prior_chol = self._prior_chol(site)
-        if collapsed:
-            numpyro.sample("theta_hat", _graph.GraphGaussian(mu, graph, prior_chol, cov_inv,
-                                                             cov_chol), obs=theta_hat)
-            return
-        with numpyro.plate("task", n_tasks):
-            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_params]).to_event(1))
-        chol_graph = jnp.linalg.cholesky(graph)
-        u = jax.scipy.linalg.solve_triangular(chol_graph.T, z, lower=False) @ prior_chol.T
-        theta = numpyro.deterministic("theta", mu + u)
-        with numpyro.plate("task", n_tasks):
-            numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
-                           obs=theta_hat)
+        mu, site = self._sample_location_scale(priors, n_params)
+        site["rho"] = numpyro.sample("rho", priors["rho"][0].numpyro())
+        graph = self.graph_matrix(n_tasks, {"edge_index": edge_index,
+                                            "edge_weight": edge_weight}, site)
+        self._observe(mu, graph, site, collapsed, theta_hat, cov_chol, cov_inv)
 
     # ------------------------------------------------------------------ per draw
-    def _parts(self, data: Mapping[str, Any], draw: Mapping[str, Any]):
-        theta_hat = data["theta_hat"]
-        graph = self._graph_matrix(draw["rho"], theta_hat.shape[0], data["edge_index"],
-                                   data["edge_weight"])
-        return theta_hat - draw["mu"], graph, self._prior_chol(draw)
-
-    def draw_theta(self, key, data, draw):
-        resid, graph, prior_chol = self._parts(data, draw)
-        return draw["mu"] + _graph.conditional_draw(key, resid, graph, prior_chol,
-                                                    data["cov_inv"])
-
-    def pointwise_loglik(self, data, draw):
-        """log p(θ̂ₖ | θ̂₋ₖ, φ), the leave-one-out conditional density (tasks are dependent
-        given φ; Bürkner, Gabry & Vehtari 2021)."""
-        return _graph.conditional_blocks(*self._parts(data, draw), data["cov_inv"])[0]
-
-    def pooling_weight(self, data, draw):
-        return _graph.conditional_blocks(*self._parts(data, draw), data["cov_inv"])[1]
-
     def draw_new_task(self, key, data, draw, covariates):
         """A task outside the graph has no neighbours to borrow from; the CAR prior does not
         define it. Refused with a clear error by :meth:`new_task_covariates`."""

@@ -45,7 +45,7 @@ import pandas as pd
 
 from bayesfuse.errors import SpecError
 from bayesfuse.families import _graph
-from bayesfuse.families.base import Family, block_distribution, register
+from bayesfuse.families.base import Family, register
 from bayesfuse.priors import Prior, PriorBlock, format_number
 
 __all__ = ["Gmrf"]
@@ -59,7 +59,7 @@ MAX_EDGES = 20_000
 
 
 @register
-class Gmrf(Family):
+class Gmrf(_graph.GraphModel, Family):
     """θ = μ + u with u ~ N(0, G⁻¹ ⊗ T) and a sparse learned graph G."""
 
     name = "gmrf"
@@ -173,41 +173,24 @@ class Gmrf(Family):
             names.append("corr")
         return names
 
-    def data(self) -> dict[str, np.ndarray]:
-        data = super().data()
-        data["cov_inv"] = np.linalg.inv(data["cov"])
-        data["edge_index"] = self.edge_index
-        return data
+    def graph_data(self) -> dict[str, np.ndarray]:
+        return {"edge_index": self.edge_index}
 
     # ------------------------------------------------------------------ model
-    def _graph_matrix(self, draw: Mapping[str, Any], n_tasks: int,
-                      edge_index: jax.Array) -> jax.Array:
+    def graph_matrix(self, n_tasks: int, data: Mapping[str, Any],
+                     draw: Mapping[str, Any]) -> jax.Array:
         """G = diag(v) + D_W − W, shape (K, K)."""
-        weights = _graph.dense_from_edges(edge_index, draw["edge_weight"], n_tasks)
+        weights = _graph.dense_from_edges(data["edge_index"], draw["edge_weight"], n_tasks)
         node = draw["node_precision"] if "node_precision" in draw else jnp.ones(n_tasks)
         return jnp.diag(node + weights.sum(axis=1)) - weights
-
-    def _prior_chol(self, draw: Mapping[str, Any]) -> jax.Array:
-        tau = jnp.asarray(draw["tau"])
-        if tau.shape[-1] == 1:
-            return tau[:, None]
-        return tau[:, None] * draw["corr_chol"]
 
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
               theta_hat: Any = None, cov: Any = None, cov_chol: Any = None,
               cov_inv: Any = None, edge_index: Any = None) -> None:
         n_tasks, n_params = cov.shape[0], cov.shape[1]
-        n_edges = edge_index.shape[0]
-        mu = numpyro.sample("mu", block_distribution(priors["mu"]))
-        tau = numpyro.sample("tau", block_distribution(priors["tau"]))
-        site: dict[str, Any] = {"tau": tau}
-        if n_params > 1:
-            eta = priors["corr"][0].args[0]
-            corr_chol = numpyro.sample("corr_chol", dist.LKJCholesky(n_params, eta))
-            numpyro.deterministic("corr", corr_chol @ corr_chol.T)
-            site["corr_chol"] = corr_chol
+        mu, site = self._sample_location_scale(priors, n_params)
         global_scale = numpyro.sample("edge_scale", priors["edge_scale"][0].numpyro())
-        with numpyro.plate("edge", n_edges):
+        with numpyro.plate("edge", edge_index.shape[0]):
             local = numpyro.sample("edge_local", dist.HalfCauchy(1.0))
         slab = float(self.options["slab_scale"])
         # w = c g λ / √(c² + g² λ²): half-Cauchy(g) near zero, bounded by the slab c
@@ -218,40 +201,10 @@ class Gmrf(Family):
             with numpyro.plate("task", n_tasks):
                 site["node_precision"] = numpyro.sample(
                     "node_precision", priors["node_precision"][0].numpyro())
-        graph = self._graph_matrix(site, n_tasks, edge_index)
-        prior_chol = self._prior_chol(site)
-        if collapsed:
-            numpyro.sample("theta_hat", _graph.GraphGaussian(mu, graph, prior_chol, cov_inv,
-                                                             cov_chol), obs=theta_hat)
-            return
-        with numpyro.plate("task", n_tasks):
-            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_params]).to_event(1))
-        chol_graph = jnp.linalg.cholesky(graph)
-        u = jax.scipy.linalg.solve_triangular(chol_graph.T, z, lower=False) @ prior_chol.T
-        theta = numpyro.deterministic("theta", mu + u)
-        with numpyro.plate("task", n_tasks):
-            numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
-                           obs=theta_hat)
+        graph = self.graph_matrix(n_tasks, {"edge_index": edge_index}, site)
+        self._observe(mu, graph, site, collapsed, theta_hat, cov_chol, cov_inv)
 
     # ------------------------------------------------------------------ per draw
-    def _parts(self, data: Mapping[str, Any], draw: Mapping[str, Any]):
-        theta_hat = data["theta_hat"]
-        graph = self._graph_matrix(draw, theta_hat.shape[0], data["edge_index"])
-        return theta_hat - draw["mu"], graph, self._prior_chol(draw)
-
-    def draw_theta(self, key, data, draw):
-        resid, graph, prior_chol = self._parts(data, draw)
-        return draw["mu"] + _graph.conditional_draw(key, resid, graph, prior_chol,
-                                                    data["cov_inv"])
-
-    def pointwise_loglik(self, data, draw):
-        """log p(θ̂ₖ | θ̂₋ₖ, φ): tasks are dependent given φ, so this is the leave-one-out
-        conditional density that PSIS-LOO needs (Bürkner, Gabry & Vehtari 2021)."""
-        return _graph.conditional_blocks(*self._parts(data, draw), data["cov_inv"])[0]
-
-    def pooling_weight(self, data, draw):
-        return _graph.conditional_blocks(*self._parts(data, draw), data["cov_inv"])[1]
-
     def draw_new_task(self, key, data, draw, covariates):
         """A task joined to no other: θ ~ N(μ, T / v), v = 1 (or from its prior)."""
         k_node, k_z = jax.random.split(key)
