@@ -47,7 +47,36 @@ from bayesfuse.errors import SpecError
 from bayesfuse.estimates import TaskEstimates
 
 __all__ = ["SBCResult", "sbc", "sbc_ranks", "rank_uniformity", "binomial_band",
-           "plot_ranks"]
+           "plot_ranks", "STUDY_SETTINGS", "study_template"]
+
+# ---------------------------------------------------------------------- the study's design
+#: tasks of the SBC study (the slow tests and ``benchmarks/sbc.py``)
+_STUDY_TASKS = [f"t{k}" for k in range(8)]
+#: family -> (priors, options) of the SBC study: explicit priors, small K so it runs fast
+STUDY_SETTINGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
+    "exchangeable": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)"}, {}),
+    "robust": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "nu": "gamma(2, 0.1)"}, {}),
+    "metareg": ({"intercept": "normal(0, 1)", "slope": "normal(0, 1)",
+                 "tau": "halfnormal(1)"}, {}),
+    "cluster": ({"mu": "normal(0, 2)", "tau": "halfnormal(0.5)",
+                 "concentration": "gamma(2, 2)"}, {"max_clusters": 4}),
+    "gmrf": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "edge_scale": "halfnormal(0.5)"},
+             {}),
+    "car": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "rho": "beta(2, 2)"},
+            {"adjacency": [[a, b] for a, b in zip(_STUDY_TASKS,
+                                                  _STUDY_TASKS[1:] + _STUDY_TASKS[:1],
+                                                  strict=True)]}),
+}
+
+
+def study_template() -> TaskEstimates:
+    """The SBC study's template: K = 8 tasks, standard errors 0.4…1.0, one task covariate
+    ``z`` (for metareg), a ring graph for ``car`` (in :data:`STUDY_SETTINGS`)."""
+    n_tasks = len(_STUDY_TASKS)
+    covariates = pd.DataFrame({"z": np.linspace(-1.0, 1.0, n_tasks)}, index=_STUDY_TASKS)
+    return TaskEstimates(_STUDY_TASKS, np.zeros(n_tasks),
+                         np.linspace(0.4, 1.0, n_tasks) ** 2, covariates=covariates)
+
 
 
 # ---------------------------------------------------------------------- pure numerics

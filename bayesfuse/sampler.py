@@ -93,14 +93,45 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
 
     kernel = NUTS(model, target_accept_prob=config.target_accept,
                   max_tree_depth=config.max_tree_depth, init_strategy=init_to_median())
+    # parallel chains go through a pmap that takes the data as an argument (see
+    # _ReusablePmap), so that a refit with new data of the same shapes does not recompile
+    method: Any = _ReusablePmap() if chain_method == "parallel" else chain_method
     mcmc = MCMC(kernel, num_warmup=config.warmup, num_samples=config.draws,
-                num_chains=config.chains, chain_method=chain_method, thinning=config.thinning,
+                num_chains=config.chains, chain_method=method, thinning=config.thinning,
                 progress_bar=False, jit_model_args=True)
     entry = {"mcmc": mcmc, "family": holder, "chain_method": chain_method, "post": None}
     _CACHE[key] = entry
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return entry
+
+
+class _ReusablePmap:
+    """NumPyro ``chain_method`` callable: parallel chains over devices, compiled once.
+
+    NumPyro's own ``"parallel"`` method pmaps a fresh ``functools.partial`` that holds the
+    model's data, so every run traces and compiles again with the data as constants. This
+    callable pmaps the chain function once per (function, collected fields) with the data
+    as a broadcast argument (``in_axes=None``): the next run with data of the same shapes
+    and dtypes reuses the compiled program. The chains' draws are those of ``"parallel"``.
+    """
+
+    def __init__(self) -> None:
+        self._compiled: dict[Any, Any] = {}
+
+    def __call__(self, chain_fn: Any) -> Any:
+        keywords = dict(chain_fn.keywords)
+        args, kwargs = keywords.pop("args"), keywords.pop("kwargs")
+        key = (chain_fn.func, tuple(sorted(keywords.items())))
+        if key not in self._compiled:
+            func = chain_fn.func
+
+            def one_chain(map_args: Any, args: Any, kwargs: Any) -> Any:
+                return func(map_args, args=args, kwargs=kwargs, **keywords)
+
+            self._compiled[key] = jax.pmap(one_chain, in_axes=(0, None, None))
+        compiled = self._compiled[key]
+        return lambda map_args: compiled(map_args, args, kwargs)
 
 
 @contextlib.contextmanager
@@ -110,8 +141,8 @@ def _reuse_jit(entry: dict[str, Any]) -> Iterator[None]:
     NumPyro (0.22, JAX 0.10) wraps the sampling loop in a fresh ``jax.jit`` object on every
     ``MCMC.run``; fresh wrappers never compare equal, so the loop would be recompiled on
     every refit. While this context is active ``numpyro.util.maybe_jit`` returns one wrapper
-    per (function, static arguments), remembered in the cache entry. Parallel chains go
-    through a fresh ``pmap`` per run, which this does not cover.
+    per (function, static arguments), remembered in the cache entry. Parallel chains are
+    covered by :class:`_ReusablePmap`.
     """
     import numpyro.util as nutil
 

@@ -20,38 +20,13 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from bayesfuse.calibration import SBCResult, sbc
-from bayesfuse.estimates import TaskEstimates
+from bayesfuse.calibration import STUDY_SETTINGS, SBCResult, sbc, study_template
 from bayesfuse.families import FAMILIES
 
-K = 8
-TASKS = [f"t{k}" for k in range(K)]
-SE = np.linspace(0.4, 1.0, K)
-RING = [[TASKS[k], TASKS[(k + 1) % K]] for k in range(K)]
 RESULTS = Path(__file__).parent / "results"
-
-#: family -> (priors, options); the same as tests/test_sbc.py
-SETTINGS: dict[str, tuple[dict[str, str], dict]] = {
-    "exchangeable": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)"}, {}),
-    "robust": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "nu": "gamma(2, 0.1)"}, {}),
-    "metareg": ({"intercept": "normal(0, 1)", "slope": "normal(0, 1)",
-                 "tau": "halfnormal(1)"}, {}),
-    "cluster": ({"mu": "normal(0, 2)", "tau": "halfnormal(0.5)",
-                 "concentration": "gamma(2, 2)"}, {"max_clusters": 4}),
-    "gmrf": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "edge_scale": "halfnormal(0.5)"},
-             {}),
-    "car": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "rho": "beta(2, 2)"},
-            {"adjacency": RING}),
-}
-
-
-def template() -> TaskEstimates:
-    """K = 8 tasks, standard errors 0.4…1.0, one task covariate (for metareg)."""
-    covariates = pd.DataFrame({"z": np.linspace(-1.0, 1.0, K)}, index=TASKS)
-    return TaskEstimates(TASKS, np.zeros(K), SE**2, covariates=covariates)
+#: family -> (priors, options): the study's design, shared with tests/test_sbc.py
+SETTINGS = STUDY_SETTINGS
+template = study_template
 
 
 def run_family(family: str, n_sims: int, quick: bool, seed: int) -> SBCResult:

@@ -13,39 +13,18 @@ import pandas as pd
 import pytest
 
 from bayesfuse.calibration import (
+    STUDY_SETTINGS,
     binomial_band,
     rank_uniformity,
     sbc,
     sbc_ranks,
+    study_template,
 )
 from bayesfuse.errors import SpecError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families import FAMILIES
 
-K = 8
-TASKS = [f"t{k}" for k in range(K)]
-SE = np.linspace(0.4, 1.0, K)
-RING = [[TASKS[k], TASKS[(k + 1) % K]] for k in range(K)]
-
-#: family -> (priors, options) of the slow SBC study; benchmarks/sbc.py uses the same
-SBC_SETTINGS: dict[str, tuple[dict[str, str], dict]] = {
-    "exchangeable": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)"}, {}),
-    "robust": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "nu": "gamma(2, 0.1)"}, {}),
-    "metareg": ({"intercept": "normal(0, 1)", "slope": "normal(0, 1)",
-                 "tau": "halfnormal(1)"}, {}),
-    "cluster": ({"mu": "normal(0, 2)", "tau": "halfnormal(0.5)",
-                 "concentration": "gamma(2, 2)"}, {"max_clusters": 4}),
-    "gmrf": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "edge_scale": "halfnormal(0.5)"},
-             {}),
-    "car": ({"mu": "normal(0, 1)", "tau": "halfnormal(1)", "rho": "beta(2, 2)"},
-            {"adjacency": RING}),
-}
-
-
-def template() -> TaskEstimates:
-    """K = 8 tasks, standard errors 0.4…1.0, one task covariate (for metareg)."""
-    covariates = pd.DataFrame({"z": np.linspace(-1.0, 1.0, K)}, index=TASKS)
-    return TaskEstimates(TASKS, np.zeros(K), SE**2, covariates=covariates)
+template = study_template
+SBC_SETTINGS = STUDY_SETTINGS
 
 
 # ---------------------------------------------------------------------- rank machinery

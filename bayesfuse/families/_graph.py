@@ -38,6 +38,7 @@ __all__ = [
     "knn_edges",
     "all_edges",
     "dense_from_edges",
+    "mean_marginal_variance",
     "GraphGaussian",
     "collapsed_loglik",
     "conditional_draw",
@@ -204,6 +205,19 @@ def dense_from_edges(index: jax.Array, weight: jax.Array, n_tasks: int) -> jax.A
 
 
 # ---------------------------------------------------------------------- Gaussian algebra
+def mean_marginal_variance(precision: jax.Array) -> jax.Array:
+    """Geometric mean of the marginal variances diag(Q⁻¹) of a K×K precision Q (scalar).
+
+    Dividing the covariance Q⁻¹ by it gives marginal variances of geometric mean 1 (the
+    scaling of Sørbye & Rue 2014 for GMRF priors); costs one Cholesky factor and one
+    triangular inverse.
+    """
+    chol = jnp.linalg.cholesky(precision)
+    inverse = jax.scipy.linalg.solve_triangular(chol, jnp.eye(precision.shape[-1]),
+                                                lower=True)  # L⁻¹; Q⁻¹ = L⁻ᵀ L⁻¹
+    return jnp.exp(jnp.mean(jnp.log(jnp.sum(inverse**2, axis=-2))))
+
+
 def _block_diag(blocks: jax.Array) -> jax.Array:
     """Dense block-diagonal matrix from blocks of shape (K, p, p) -> (Kp, Kp)."""
     n_tasks, n_params = blocks.shape[:2]
