@@ -95,7 +95,11 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
                   max_tree_depth=config.max_tree_depth, init_strategy=init_to_median())
     # parallel chains go through a pmap that takes the data as an argument (see
     # _ReusablePmap), so that a refit with new data of the same shapes does not recompile
-    method: Any = _ReusablePmap() if chain_method == "parallel" else chain_method
+    method: Any = chain_method
+    if chain_method == "parallel":
+        # NumPyro runs "parallel" chains in turn when there are too few devices; so do we
+        enough = jax.local_device_count() >= config.chains
+        method = _ReusablePmap() if enough else "sequential"
     mcmc = MCMC(kernel, num_warmup=config.warmup, num_samples=config.draws,
                 num_chains=config.chains, chain_method=method, thinning=config.thinning,
                 progress_bar=False, jit_model_args=True)

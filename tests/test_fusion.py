@@ -230,3 +230,45 @@ def test_default_priors_scale_with_data(eight_schools):
                            eight_schools.covariances[:, 0, 0] / 100**2)
     fit = bf.fuse(scaled, chains=2, draws=200, warmup=200, warn=False)
     assert fit.priors == {"mu": "normal(0, 0.55)", "tau": "halfnormal(0.11)"}
+
+
+@pytest.mark.parametrize("chain_method", ["parallel", "sequential", "vectorized"])
+def test_refit_reuses_the_compiled_sampler_and_matches_a_fresh_fit(eight_schools,
+                                                                   chain_method):
+    """New data of the same shapes: nothing sizeable is compiled again (JAX's compile log),
+    and the draws equal those of a fit compiled from scratch."""
+    import logging
+
+    from bayesfuse import sampler
+
+    if chain_method == "parallel" and jax.local_device_count() < 4:
+        pytest.skip("needs 4 JAX host devices")
+    priors = {"mu": "normal(0, 20)", "tau": "halfnormal(10)"}  # fixed: same compiled model
+    shifted = TaskEstimates(eight_schools.tasks, eight_schools.estimates[:, 0] + 3.0,
+                            eight_schools.covariances)
+    smaller = TaskEstimates(eight_schools.tasks[:7], eight_schools.estimates[:7, 0],
+                            eight_schools.covariances[:7])
+    settings = dict(chains=4, warmup=200, draws=200, chain_method=chain_method, warn=False)
+    sampler.clear_cache()
+    bf.fuse(eight_schools, priors=priors, seed=3, **settings)
+
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            refit = bf.fuse(shifted, priors=priors, seed=4, **settings)
+            n_refit = sum("Compiling" in m for m in messages)
+            messages.clear()
+            bf.fuse(smaller, priors=priors, seed=4, **settings)  # new shapes: compiles
+            n_new = sum("Compiling" in m for m in messages)
+    finally:
+        logger.removeHandler(handler)
+    assert n_refit <= 1 and n_new >= 3, (n_refit, n_new)
+    sampler.clear_cache()
+    fresh = bf.fuse(shifted, priors=priors, seed=4, **settings)
+    for name in ("mu", "tau", "theta"):
+        np.testing.assert_array_equal(refit.idata.posterior[name].values,
+                                      fresh.idata.posterior[name].values)
