@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                    "max_r_hat": round(float(diag["r_hat"].max()), 4),
                    "min_ess_bulk": int(diag["ess_bulk"].min()),
                    "divergences": int(fit.idata.sample_stats["diverging"].sum()),
-                   "verdict": "pass" if diag.ok else "fail",
+                   "verdict": "pass" if diag.ok else "fail: " + "; ".join(
+                       line.split(":")[0] for line in diag.advice),
                    "draws": args.draws, "warmup": args.warmup,
                    "load": round(os.getloadavg()[0], 1)}
             rows.append(row)
