@@ -102,7 +102,9 @@ def main() -> None:
               f"{platform.machine()} with {os.cpu_count()} cores; identical estimates from "
               "both backends (checked). Wall time of the `estimate_tasks` call; the dask "
               "cluster's start-up is timed apart.\n\n")
-    text = header + table.to_markdown(index=False, floatfmt=".2f") + "\n"
+    from bayesfuse.tables import format_table
+
+    text = header + format_table(table, fmt="markdown", digits=2) + "\n"
     if not args.out.exists():
         text = "# Stage 1 throughput: joblib vs dask\n" + text
     with args.out.open("a") as handle:
