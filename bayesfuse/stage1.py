@@ -531,7 +531,9 @@ def _run_dask(payloads: list[dict[str, Any]], client: Any,
                         f"{type(client).__name__}.")
     try:
         total = len(payloads)
-        futures = client.map(_fit_one_task, payloads, pure=False)
+        # ship each task's rows once as its own piece of data, not inside the task graph
+        scattered = client.scatter(payloads)
+        futures = client.map(_fit_one_task, scattered, pure=False)
         position = {future.key: i for i, future in enumerate(futures)}
         results: list[dict[str, Any] | None] = [None] * total
         for done, future in enumerate(as_completed(futures), 1):
