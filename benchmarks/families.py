@@ -22,6 +22,8 @@ import pandas as pd
 import bayesfuse as bf
 
 RESULTS = Path(__file__).parent / "results"
+#: families in the order they are run and tabulated
+FAMILY_ORDER = ["exchangeable", "robust", "metareg", "cluster", "car", "gmrf"]
 
 
 def simulate(family: str, n_tasks: int, seed: int = 0) -> tuple[bf.TaskEstimates, dict]:
@@ -61,7 +63,7 @@ def simulate(family: str, n_tasks: int, seed: int = 0) -> tuple[bf.TaskEstimates
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default="exchangeable,robust,metareg,cluster,car,gmrf")
+    parser.add_argument("--families", default=",".join(FAMILY_ORDER))
     parser.add_argument("--sizes", default="20,100,500")
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
@@ -119,9 +121,6 @@ def write_results(rows: list[dict], out: Path) -> None:
 
     out.write_text(header + format_table(table, fmt="markdown", digits=4) + "\n")
     print(table.to_string())
-
-
-FAMILY_ORDER = ["exchangeable", "robust", "metareg", "cluster", "car", "gmrf"]
 
 
 if __name__ == "__main__":

@@ -24,16 +24,13 @@ from bayesfuse.calibration import STUDY_SETTINGS, SBCResult, sbc, study_template
 from bayesfuse.families import FAMILIES
 
 RESULTS = Path(__file__).parent / "results"
-#: family -> (priors, options): the study's design, shared with tests/test_sbc.py
-SETTINGS = STUDY_SETTINGS
-template = study_template
 
 
 def run_family(family: str, n_sims: int, quick: bool, seed: int) -> SBCResult:
     """SBC of one family with the study's settings."""
-    priors, options = SETTINGS[family]
+    priors, options = STUDY_SETTINGS[family]
     sampler = {"warmup": 200, "draws": 250} if quick else {"warmup": 400, "draws": 250}
-    return sbc(family, template(), n_sims, priors, n_draws=99, seed=seed, **sampler,
+    return sbc(family, study_template(), n_sims, priors, n_draws=99, seed=seed, **sampler,
                **options)
 
 
@@ -77,7 +74,7 @@ def markdown(results: dict[str, SBCResult], seconds: dict[str, float], quick: bo
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", default=",".join(SETTINGS),
+    parser.add_argument("--families", default=",".join(STUDY_SETTINGS),
                         help="comma-separated families (default: all)")
     parser.add_argument("--sims", type=int, default=None,
                         help="simulations per family (default 200; 30 with --quick)")
@@ -87,9 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     n_sims = args.sims or (30 if args.quick else 200)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = [f for f in families if f not in SETTINGS]
+    unknown = [f for f in families if f not in STUDY_SETTINGS]
     if unknown:
-        parser.error(f"unknown families {unknown}; valid: {', '.join(SETTINGS)}")
+        parser.error(f"unknown families {unknown}; valid: {', '.join(STUDY_SETTINGS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, SBCResult] = {}
     seconds: dict[str, float] = {}

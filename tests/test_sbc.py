@@ -23,9 +23,6 @@ from bayesfuse.calibration import (
 from bayesfuse.errors import SpecError
 from bayesfuse.families import FAMILIES
 
-template = study_template
-SBC_SETTINGS = STUDY_SETTINGS
-
 
 # ---------------------------------------------------------------------- rank machinery
 def test_sbc_ranks_uniform_with_ties():
@@ -81,7 +78,7 @@ def test_binomial_band_covers_99_percent():
 
 def test_sbc_needs_explicit_priors():
     with pytest.raises(SpecError, match="explicit prior.*tau"):
-        sbc("exchangeable", template(), 4, {"mu": "normal(0, 1)"}, method="exact")
+        sbc("exchangeable", study_template(), 4, {"mu": "normal(0, 1)"}, method="exact")
 
 
 # ---------------------------------------------------------------------- fast exact SBC
@@ -93,13 +90,13 @@ def test_sbc_exchangeable_exact_is_calibrated_and_detects_a_wrong_prior():
     test has the power to see it.
     """
     priors = {"mu": "normal(0, 1)", "tau": "halfnormal(1)"}
-    result = sbc("exchangeable", template(), 100, priors, method="exact", n_draws=99, seed=11)
+    result = sbc("exchangeable", study_template(), 100, priors, method="exact", n_draws=99, seed=11)
     assert result.ranks.shape == (100, 5)
     assert set(result.ranks.columns) >= {"mu[theta]", "tau[theta]", "theta[t0,theta]"}
     assert result.ranks.to_numpy().min() >= 0 and result.ranks.to_numpy().max() <= 99
     table = result.test(bins=5)
     assert table.attrs["passed"], table
-    wrong = sbc("exchangeable", template(), 100, priors, method="exact", n_draws=99, seed=11,
+    wrong = sbc("exchangeable", study_template(), 100, priors, method="exact", n_draws=99, seed=11,
                 fit_priors={"mu": "normal(0, 1)", "tau": "halfnormal(0.25)"})
     table = wrong.test(bins=5).set_index("quantity")
     assert table.loc["tau[theta]", "reject"]
@@ -107,13 +104,13 @@ def test_sbc_exchangeable_exact_is_calibrated_and_detects_a_wrong_prior():
 
 # ---------------------------------------------------------------------- slow NUTS SBC
 @pytest.mark.slow
-@pytest.mark.parametrize("family", list(SBC_SETTINGS))
+@pytest.mark.parametrize("family", list(STUDY_SETTINGS))
 def test_sbc_family(family):
     """NUTS SBC at K = 8, 80 simulations, L = 99, 10 bins (8 expected per bin)."""
     if family not in FAMILIES:
         pytest.skip(f"family '{family}' is not in bayesfuse.families yet")
-    priors, options = SBC_SETTINGS[family]
-    result = sbc(family, template(), 80, priors, n_draws=99, seed=2024, **options)
+    priors, options = STUDY_SETTINGS[family]
+    result = sbc(family, study_template(), 80, priors, n_draws=99, seed=2024, **options)
     table = result.test(bins=10)
     assert table.attrs["passed"], table.to_string()
     # the fits behind the ranks were usable: few divergences, ESS near L or above
