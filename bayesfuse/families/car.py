@@ -93,7 +93,16 @@ class Car(_graph.GraphModel, Family):
         return dims
 
     def graph_data(self) -> dict[str, np.ndarray]:
-        return {"edge_index": self.edge_index, "edge_weight": self.edge_weight}
+        """Edges, and the eigenvalues λ of D^(−1/2) W D^(−1/2) and log d for log|G|."""
+        n_tasks = self.estimates.n_tasks
+        weights = np.zeros((n_tasks, n_tasks))
+        weights[self.edge_index[:, 0], self.edge_index[:, 1]] = self.edge_weight
+        weights += weights.T
+        inv_sqrt_degree = 1.0 / np.sqrt(weights.sum(axis=1))
+        normalised = inv_sqrt_degree[:, None] * weights * inv_sqrt_degree[None, :]
+        return {"edge_index": self.edge_index, "edge_weight": self.edge_weight,
+                "adjacency_eigen": np.linalg.eigvalsh(normalised),
+                "log_degree": -2.0 * np.log(inv_sqrt_degree)}
 
     # ------------------------------------------------------------------ model
     @staticmethod
@@ -103,15 +112,25 @@ class Car(_graph.GraphModel, Family):
         weights = _graph.dense_from_edges(data["edge_index"], data["edge_weight"], n_tasks)
         return jnp.diag(weights.sum(axis=1)) - draw["rho"] * weights
 
+    def graph_parts(self, n_tasks: int, data: Mapping[str, Any],
+                    draw: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+        """G and log|G| = Σₖ log dₖ + Σᵢ log(1 − ρλᵢ), with λ the eigenvalues of
+        D^(−1/2) W D^(−1/2) computed once (G = D^(1/2) (I − ρ D^(−1/2) W D^(−1/2)) D^(1/2))."""
+        log_det = jnp.sum(data["log_degree"]) \
+            + jnp.sum(jnp.log1p(-draw["rho"] * data["adjacency_eigen"]))
+        return self.graph_matrix(n_tasks, data, draw), log_det
+
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
               theta_hat: Any = None, cov: Any = None, cov_chol: Any = None,
-              cov_inv: Any = None, edge_index: Any = None, edge_weight: Any = None) -> None:
+              cov_inv: Any = None, edge_index: Any = None, edge_weight: Any = None,
+              adjacency_eigen: Any = None, log_degree: Any = None) -> None:
         n_tasks, n_params = cov.shape[0], cov.shape[1]
         mu, site = self._sample_location_scale(priors, n_params)
         site["rho"] = numpyro.sample("rho", priors["rho"][0].numpyro())
-        graph = self.graph_matrix(n_tasks, {"edge_index": edge_index,
-                                            "edge_weight": edge_weight}, site)
-        self._observe(mu, graph, site, collapsed, theta_hat, cov_chol, cov_inv)
+        graph, graph_log_det = self.graph_parts(
+            n_tasks, {"edge_index": edge_index, "edge_weight": edge_weight,
+                      "adjacency_eigen": adjacency_eigen, "log_degree": log_degree}, site)
+        self._observe(mu, graph, graph_log_det, site, collapsed, theta_hat, cov_chol, cov_inv)
 
     # ------------------------------------------------------------------ per draw
     def draw_new_task(self, key, data, draw, covariates):

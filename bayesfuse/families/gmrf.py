@@ -196,6 +196,13 @@ class Gmrf(_graph.GraphModel, Family):
         laplacian = self._laplacian(n_tasks, data, draw)
         return laplacian * _graph.mean_marginal_variance(laplacian)
 
+    def graph_parts(self, n_tasks: int, data: Mapping[str, Any],
+                    draw: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+        """G and log|G| = K log s + log|L| from one factor of L."""
+        laplacian = self._laplacian(n_tasks, data, draw)
+        log_scale, log_det = _graph.scale_and_log_det(laplacian)
+        return laplacian * jnp.exp(log_scale), n_tasks * log_scale + log_det
+
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
               theta_hat: Any = None, cov: Any = None, cov_chol: Any = None,
               cov_inv: Any = None, edge_index: Any = None) -> None:
@@ -213,8 +220,8 @@ class Gmrf(_graph.GraphModel, Family):
             with numpyro.plate("task", n_tasks):
                 site["node_precision"] = numpyro.sample(
                     "node_precision", priors["node_precision"][0].numpyro())
-        graph = self.graph_matrix(n_tasks, {"edge_index": edge_index}, site)
-        self._observe(mu, graph, site, collapsed, theta_hat, cov_chol, cov_inv)
+        graph, graph_log_det = self.graph_parts(n_tasks, {"edge_index": edge_index}, site)
+        self._observe(mu, graph, graph_log_det, site, collapsed, theta_hat, cov_chol, cov_inv)
 
     # ------------------------------------------------------------------ per draw
     def draw_new_task(self, key, data, draw, covariates):
