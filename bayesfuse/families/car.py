@@ -94,10 +94,8 @@ class Car(_graph.GraphModel, Family):
 
     def graph_data(self) -> dict[str, np.ndarray]:
         """Edges, and the eigenvalues λ of D^(−1/2) W D^(−1/2) and log d for log|G|."""
-        n_tasks = self.estimates.n_tasks
-        weights = np.zeros((n_tasks, n_tasks))
-        weights[self.edge_index[:, 0], self.edge_index[:, 1]] = self.edge_weight
-        weights += weights.T
+        weights = np.asarray(_graph.dense_from_edges(
+            self.edge_index, jnp.asarray(self.edge_weight), self.estimates.n_tasks))
         inv_sqrt_degree = 1.0 / np.sqrt(weights.sum(axis=1))
         normalised = inv_sqrt_degree[:, None] * weights * inv_sqrt_degree[None, :]
         return {"edge_index": self.edge_index, "edge_weight": self.edge_weight,

@@ -193,8 +193,7 @@ class Gmrf(_graph.GraphModel, Family):
                      draw: Mapping[str, Any]) -> jax.Array:
         """G = s·(diag(v) + D_W − W), shape (K, K); s scales the task effects' marginal
         variances diag(G⁻¹) to geometric mean 1, so that τ stays their typical sd."""
-        laplacian = self._laplacian(n_tasks, data, draw)
-        return laplacian * _graph.mean_marginal_variance(laplacian)
+        return self.graph_parts(n_tasks, data, draw)[0]
 
     def graph_parts(self, n_tasks: int, data: Mapping[str, Any],
                     draw: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
