@@ -203,6 +203,13 @@ def _init_params(entry: Mapping[str, Any], collapsed: bool, data: Mapping[str, n
     return {name: np.stack([p[name] for p in per_chain]) for name in per_chain[0]}
 
 
+def postprocess_batch(family: Family, data: Mapping[str, Any], total: int) -> int:
+    """How many draws the per-draw map handles at once: about 2 million task elements
+    (K·p times the family's ``draw_cost``) per batch, so that memory stays bounded."""
+    per_draw = max(1, data["theta_hat"].size * family.draw_cost)
+    return int(min(total, max(1, 2_000_000 // per_draw)))
+
+
 def _postprocess_fn(family: Family, collapsed: bool, batch: int):
     """A jitted map over draws of the exact per-draw computations."""
 
@@ -251,8 +258,7 @@ def run_exact(family: Family, config: SamplerConfig, seed: int,
     start = time.perf_counter()
     flat = {k: jnp.asarray(v) for k, v in samples.items()}
     keys = jax.random.split(key_post, n_chains * n_draws)
-    per_draw = max(1, data["theta_hat"].size)
-    batch = int(min(n_chains * n_draws, max(1, 2_000_000 // per_draw)))
+    batch = postprocess_batch(family, data, n_chains * n_draws)
     post = _postprocess_fn(family, True, batch)
     theta, loglik, weight, predictive, extras = post(flat, keys, data)
 
@@ -312,8 +318,7 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     total = n_chains * n_draws
     keys = jax.random.split(key_post, total)
     if entry["post"] is None:
-        per_draw = max(1, data["theta_hat"].size)
-        batch = int(min(total, max(1, 2_000_000 // per_draw)))
+        batch = postprocess_batch(entry["family"], data, total)
         entry["post"] = _postprocess_fn(entry["family"], collapsed, batch)
     theta, loglik, weight, predictive, extras = entry["post"](flat, keys, data)
     jax.block_until_ready((theta, loglik, weight, predictive, extras))

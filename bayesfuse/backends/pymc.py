@@ -36,7 +36,12 @@ import numpy as np
 from bayesfuse.errors import FitError
 from bayesfuse.families.base import FAMILIES, Family
 from bayesfuse.priors import Prior, stacked_args
-from bayesfuse.sampler import Draws, _postprocess_fn, _prior_draws  # also enables JAX x64
+from bayesfuse.sampler import (  # also enables JAX x64
+    Draws,
+    _postprocess_fn,
+    _prior_draws,
+    postprocess_batch,
+)
 from bayesfuse.spec import SamplerConfig
 
 __all__ = [
@@ -171,8 +176,7 @@ def run_pymc(family: Family, config: SamplerConfig, seed: int, collapsed: bool =
     total = n_chains * n_draws
     flat = {k: jnp.reshape(jnp.asarray(v), (total,) + v.shape[2:]) for k, v in posterior.items()}
     keys = jax.random.split(key_post, total)
-    per_draw = max(1, data["theta_hat"].size)
-    batch = int(min(total, max(1, 2_000_000 // per_draw)))
+    batch = postprocess_batch(family, data, total)
     post = _postprocess_fn(family, collapsed, batch)
     theta, loglik, weight, predictive, extras = post(flat, keys, data)
 

@@ -184,6 +184,12 @@ class Family(ABC):
         """Weight of the prior mean in E[θₖ | φ, θ̂], shape (K, p) (0 = no pooling)."""
         return jnp.zeros_like(data["theta_hat"])
 
+    @property
+    def draw_cost(self) -> int:
+        """Memory of the per-draw computations per element of θ, relative to a Gaussian
+        family's (the sampler sizes its per-draw batches by it; e.g. quadrature nodes)."""
+        return 1
+
     def extra_draws(self, key: jax.Array, data: Mapping[str, Any],
                     draw: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Further per-draw posterior quantities (e.g. cluster memberships)."""

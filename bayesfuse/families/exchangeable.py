@@ -9,6 +9,23 @@ so NUTS samples only μ (p), τ (p) and, for p > 1, the Cholesky factor of R ~ L
 the task effects are Student-t with ν degrees of freedom, written as the normal scale
 mixture uₖ | λₖ ~ N(0, T/λₖ), λₖ ~ Gamma(ν/2, ν/2), so θ still collapses given λ; small
 posterior λₖ flags an outlying task.
+
+Robust, collapsed: the mixing variables are integrated out as well, per task by quadrature
+in s = log λ::
+
+    p(θ̂ₖ | μ, T, ν) = ∫ Gamma(eˢ; ν/2, ν/2) eˢ N(θ̂ₖ; μ, e⁻ˢT + Vₖ) ds
+
+The integrand has at most two modes (a "typical task" near the prior's and an "outlier"
+one where e⁻ˢT explains the residual). Each gets 64 trapezoid nodes s = mode + width·sinh(x),
+fine at the mode and stretching to cover tails hundreds of widths long, and a smooth
+partition of unity at the valley between them splits the mass between the two grids. The
+rule is accurate to ≤ 1e-6 in log density over ν = 0.5–300 (tested against adaptive
+quadrature; ~4e-4 in the corner ν ≤ 1, τ² ≈ 1e-6·V where both modes are far apart). The
+node placement is held fixed when differentiating, so the gradient is the quadrature of the
+exact gradient (tested against central differences). NUTS then samples only μ, τ, (R,) ν: with
+λ sampled, ν and the K mixing variables formed a funnel (R-hat 1.04 on ν at K ≥ 100). Per
+draw, λₖ is drawn from its conditional on the same nodes (``task_scale`` = 1/√λₖ) and θₖ
+from its Gaussian conditional given λₖ.
 """
 
 from __future__ import annotations
@@ -31,6 +48,185 @@ from bayesfuse.families.base import (
     register,
 )
 from bayesfuse.priors import Prior, PriorBlock
+
+#: quadrature abscissae x; the nodes in s = log λ are mode + width·sinh(x) (see
+#: :func:`scale_mixture_posterior`)
+SCALE_NODES = np.linspace(-6.0, 4.5, 64)
+#: |log λ| beyond which quadrature nodes are dropped
+SCALE_LIMIT = 150.0
+#: damped Newton iterations that locate the modes
+SCALE_NEWTON_STEPS = 20
+
+
+def _scale_log_prior(s: jax.Array, nu: jax.Array) -> jax.Array:
+    """log density of s = log λ for λ ~ Gamma(ν/2, ν/2) (the Jacobian eˢ included)."""
+    half = nu / 2
+    return half * (s - jnp.exp(s) + jnp.log(half)) - jax.scipy.special.gammaln(half)
+
+
+def _scale_grid(nu, resid, prior_cov, cov):
+    """Where each task's quadrature nodes in s go: its modes, their widths, the valley.
+
+    f(s) = log p(s | ν) + log N(r; 0, e⁻ˢT + V) has at most two modes: one near the prior's
+    (s = 0, "a typical task") and, for a task far from μ relative to T, one where e⁻ˢT
+    explains the residual ("an outlier"). Using the generalised eigenvalues λᵢ of (T, Vₖ)
+    and z = Uᵀ Lᵥ⁻¹ rₖ,
+
+        f(s) = ν/2 (s − eˢ) − ½ Σ log(1 + e⁻ˢλᵢ) − ½ Σ zᵢ²/(1 + e⁻ˢλᵢ) + const,
+
+    with closed-form derivatives, damped Newton ascents from either side of both candidate
+    points find the leftmost and rightmost modes (the same one when f is unimodal), with
+    widths 1/√−f'', and bisection the valley between them; a mode 30 nats below the other is
+    dropped. Nothing here is differentiated: the node placement is a numerical choice, not
+    part of the model.
+
+    Parameters
+    ----------
+    nu : scalar
+    resid : (K, p) array, θ̂ₖ − μ
+    prior_cov : (p, p) array, T
+    cov : (K, p, p) array, Vₖ
+
+    Returns
+    -------
+    modes, widths : (K, 2) arrays
+    valley : (K,) array
+    """
+    nu, resid, prior_cov, cov = (jax.lax.stop_gradient(x) for x in (nu, resid, prior_cov, cov))
+    half = nu / 2
+    n_params = resid.shape[-1]
+    if n_params == 1:
+        eig = (prior_cov[0, 0] / cov[:, 0, 0])[:, None]  # (K, 1)
+        z2 = resid**2 / cov[:, 0]
+    else:
+        chol_v = jnp.linalg.cholesky(cov)
+        half_solved = jax.scipy.linalg.solve_triangular(
+            chol_v, jnp.broadcast_to(prior_cov, cov.shape), lower=True)
+        whitened = jax.scipy.linalg.solve_triangular(
+            chol_v, jnp.swapaxes(half_solved, -1, -2), lower=True)  # Lᵥ⁻¹ T Lᵥ⁻ᵀ
+        eig, vecs = jnp.linalg.eigh(whitened)
+        eig = jnp.maximum(eig, 0.0)
+        z = jnp.einsum("kji,kj->ki", vecs, jax.scipy.linalg.solve_triangular(
+            chol_v, resid[..., None], lower=True)[..., 0])
+        z2 = z**2
+    eig = jnp.maximum(eig, 1e-300)
+
+    def derivatives(s):
+        c = 1 / (1 + jnp.exp(s)[:, None] / eig)  # e⁻ˢλᵢ / (1 + e⁻ˢλᵢ)
+        c1 = c * (1 - c)
+        grad = half * (1 - jnp.exp(s)) + 0.5 * jnp.sum(c - z2 * c1, axis=-1)
+        hess = -half * jnp.exp(s) - 0.5 * jnp.sum(c1 - z2 * c1 * (1 - 2 * c), axis=-1)
+        return grad, hess
+
+    def ascend(s):
+        def step(_, s):
+            grad, hess = derivatives(s)
+            move = jnp.where(hess < 0, -grad / jnp.where(hess < 0, hess, -1.0), jnp.sign(grad))
+            return s + jnp.clip(move, -1.0, 1.0)
+
+        return jax.lax.fori_loop(0, SCALE_NEWTON_STEPS, step, s)
+
+    # the typical-task mode is near s = 0; the outlier mode near the mode for V = 0,
+    # eˢ = (ν/2 + p/2) / (ν/2 + rᵀT⁻¹r/2)
+    mahalanobis = jnp.sum(z2 / eig, axis=-1)
+    start = jnp.clip(jnp.log(half + n_params / 2) - jnp.log(half + mahalanobis / 2), -60, 60)
+    left = ascend(jnp.minimum(start, 0.0) - 2.0)
+    right = ascend(jnp.maximum(start, 0.0) + 2.0)
+
+    def log_f(s):  # f up to a constant
+        frac = 1 / (1 + jnp.exp(-s)[:, None] * eig)
+        return half * (s - jnp.exp(s)) + 0.5 * jnp.sum(jnp.log(frac) - z2 * frac, axis=-1)
+
+    width_left, width_right = (1 / jnp.sqrt(jnp.maximum(-derivatives(m)[1], 1e-6))
+                               for m in (left, right))
+
+    def bisect(_, state):  # the valley between the modes: f' < 0 left of it, > 0 right
+        low, high = state
+        mid = 0.5 * (low + high)
+        rising = derivatives(mid)[0] > 0
+        return jnp.where(rising, low, mid), jnp.where(rising, mid, high)
+
+    low, high = jax.lax.fori_loop(0, 20, bisect, (left, jnp.maximum(right, left)))
+    # a mode 30 nats below the other carries < 1e-13 of the mass: drop it
+    gap = log_f(left) - log_f(right)
+    left = jnp.where(gap < -30, right, left)
+    width_left = jnp.where(gap < -30, width_right, width_left)
+    right = jnp.where(gap > 30, left, right)
+    width_right = jnp.where(gap > 30, width_left, width_right)
+    valley = jnp.where(jnp.abs(gap) > 30, left, 0.5 * (low + high))
+    return jnp.stack([left, right], -1), jnp.stack([width_left, width_right], -1), valley
+
+
+def scale_mixture_posterior(nu, mu, prior_chol, theta_hat, cov):
+    """Quadrature over s = log λ of each task's Student-t (normal scale mixture) likelihood.
+
+    Parameters
+    ----------
+    nu : scalar
+    mu : (p,) array
+    prior_chol : (p, p) array, Cholesky factor of T
+    theta_hat : (K, p) array
+    cov : (K, p, p) array
+
+    Returns
+    -------
+    log_marginal : (K,) array
+        log p(θ̂ₖ | μ, T, ν).
+    nodes : (K, 2N) array
+        The quadrature nodes in s (N = ``len(SCALE_NODES)`` per mode).
+    log_prob : (K, 2N) array
+        log posterior probability of each node, p(s = sⱼ | θ̂ₖ, μ, T, ν) on the grid.
+    """
+    prior_cov = prior_chol @ prior_chol.T
+    resid = theta_hat - mu
+    modes, widths, valley = _scale_grid(nu, resid, prior_cov, cov)  # (K, 2), (K, 2), (K,)
+    x = jnp.asarray(SCALE_NODES)
+    # per mode, s = mode + width·sinh(x): node spacing ≈ width·h at the mode, growing
+    # linearly away from it, so tails 200 widths long (small ν, imprecise tasks) are covered
+    nodes = modes[..., None] + widths[..., None] * jnp.sinh(x)  # (K, 2, N)
+    log_jacobian = jnp.log(widths[..., None] * jnp.cosh(x) * float(SCALE_NODES[1]
+                                                                   - SCALE_NODES[0]))
+    # a smooth partition of unity at the valley hands each grid its own mode's mass
+    sharpness = jnp.maximum(0.05 * (modes[:, 1] - modes[:, 0]), jnp.min(widths, axis=-1))
+    side = (nodes - valley[:, None, None]) / sharpness[:, None, None]
+    log_share = jax.nn.log_sigmoid(jnp.stack([-side[:, 0], side[:, 1]], axis=1))
+    nodes = nodes.reshape(nodes.shape[0], -1)  # (K, 2N)
+    # nodes this far out carry nothing (the tails decay at least like e^(−|s|/2)); keep
+    # exp(±s) finite there so that neither value nor gradient becomes inf − inf
+    inside = jnp.abs(nodes) < SCALE_LIMIT
+    safe = jnp.where(inside, nodes, 0.0)
+    total = jnp.exp(-safe)[..., None, None] * prior_cov + cov[:, None]  # (K, 2N, p, p)
+    log_f = (_scale_log_prior(safe, nu) + mvn_logpdf(resid[:, None], 0.0, total)
+             + (log_jacobian + log_share).reshape(nodes.shape))
+    log_f = jnp.where(inside, log_f, -jnp.inf)
+    log_norm = jax.nn.logsumexp(log_f, axis=-1)
+    return log_norm, nodes, log_f - log_norm[:, None]
+
+
+class StudentTasks(dist.Distribution):
+    """θ̂ₖ ~ ∫ N(μ, T/λ + Vₖ) Gamma(λ; ν/2, ν/2) dλ, independently: batch (K,), event (p,).
+
+    ``log_prob`` integrates λ out by quadrature (:func:`scale_mixture_posterior`).
+    """
+
+    support = dist.constraints.real_vector
+
+    def __init__(self, nu, mu, prior_chol, cov, *, validate_args=None):
+        self.nu, self.mu, self.prior_chol, self.cov = nu, mu, prior_chol, cov
+        super().__init__(batch_shape=cov.shape[:1], event_shape=mu.shape[-1:],
+                         validate_args=validate_args)
+
+    def log_prob(self, value):
+        return scale_mixture_posterior(self.nu, self.mu, self.prior_chol, value, self.cov)[0]
+
+    def sample(self, key, sample_shape=()):
+        k_lam, k_noise = jax.random.split(key)
+        shape = sample_shape + self.batch_shape
+        lam = jax.random.gamma(k_lam, self.nu / 2, shape) / (self.nu / 2)
+        chol = self.prior_chol / jnp.sqrt(lam)[..., None, None]
+        total = chol @ jnp.swapaxes(chol, -1, -2) + self.cov
+        noise = jax.random.normal(k_noise, shape + self.event_shape)
+        return self.mu + jnp.einsum("...ij,...j->...i", jnp.linalg.cholesky(total), noise)
 
 
 @register
@@ -93,6 +289,11 @@ class Exchangeable(Family):
         prior_chol = self._prior_chol(site)
         if self.options["robust"]:
             nu = numpyro.sample("nu", priors["nu"][0].numpyro())
+            if collapsed:  # λ integrated out by quadrature as well
+                with numpyro.plate("task", n_tasks):
+                    numpyro.sample("theta_hat", StudentTasks(nu, mu, prior_chol, cov),
+                                   obs=theta_hat)
+                return
             with numpyro.plate("task", n_tasks):
                 lam = numpyro.sample("lam", dist.Gamma(nu / 2, nu / 2))
             # task_scale = 1/sqrt(λₖ): how many times wider task k's effect is than τ
@@ -160,21 +361,68 @@ class Exchangeable(Family):
             return draw["task_scale"][:, None, None] * chol
         return jnp.broadcast_to(chol, (n_tasks,) + chol.shape)
 
+    @property
+    def draw_cost(self) -> int:
+        # robust: every task's quadrature holds 2N nodes (with a p×p matrix each)
+        return 2 * len(SCALE_NODES) * self.n_params if self.options["robust"] else 1
+
+    def _marginal_scales(self, draw: Mapping[str, Any]) -> bool:
+        """Robust with λ integrated out (collapsed NUTS), rather than sampled."""
+        return self.options["robust"] and "task_scale" not in draw
+
+    def _scale_posterior(self, data, draw):
+        """:func:`scale_mixture_posterior` for this draw: (log marginal, nodes, log prob)."""
+        return scale_mixture_posterior(draw["nu"], draw["mu"], self._prior_chol(draw),
+                                       data["theta_hat"], data["cov"])
+
+    def _draw_scale(self, key, data, draw) -> jax.Array:
+        """1/√λₖ drawn from its conditional given φ and θ̂ₖ (on the quadrature nodes), (K,)."""
+        _, nodes, log_prob = self._scale_posterior(data, draw)
+        pick = jax.random.categorical(key, log_prob, axis=-1)
+        return jnp.exp(-0.5 * jnp.take_along_axis(nodes, pick[:, None], axis=-1)[:, 0])
+
     def draw_theta(self, key, data, draw):
+        """θₖ | φ, θ̂ₖ (Gaussian); in the robust collapsed fit, λₖ is drawn first."""
         theta_hat = data["theta_hat"]
         mean = jnp.broadcast_to(draw["mu"], theta_hat.shape)
-        chol = self._task_chol(draw, theta_hat.shape[0])
+        if self._marginal_scales(draw):
+            k_scale, key = jax.random.split(key)
+            scale = self._draw_scale(k_scale, data, draw)
+            chol = scale[:, None, None] * self._prior_chol(draw)
+        else:
+            chol = self._task_chol(draw, theta_hat.shape[0])
         return gaussian_conditional_draw(key, mean, chol, theta_hat, data["cov_chol"])
 
     def pointwise_loglik(self, data, draw):
+        """log p(θ̂ₖ | φ); robust: with λₖ integrated out (its prior, not a draw of it)."""
         theta_hat = data["theta_hat"]
+        if self.options["robust"]:
+            return self._scale_posterior(data, draw)[0]
         chol = self._task_chol(draw, theta_hat.shape[0])
         total = chol @ jnp.swapaxes(chol, -1, -2) + data["cov"]
         return mvn_logpdf(theta_hat, draw["mu"], total)
 
     def pooling_weight(self, data, draw):
+        """diag(Vₖ(Tₖ + Vₖ)⁻¹); robust collapsed: averaged over λₖ | φ, θ̂ₖ, shape (K, p)."""
+        if self._marginal_scales(draw):
+            _, nodes, log_prob = self._scale_posterior(data, draw)
+            prior_chol = self._prior_chol(draw)
+            scale = jnp.exp(-jnp.clip(nodes, -SCALE_LIMIT, SCALE_LIMIT))  # nodes out there
+            prior_cov = scale[..., None, None] * (prior_chol @ prior_chol.T)  # have prob. 0
+            cov = jnp.broadcast_to(data["cov"][:, None], prior_cov.shape)
+            weight = pooling_weight_gaussian(prior_cov, cov)  # (K, N, p)
+            return jnp.einsum("kn,knp->kp", jnp.exp(log_prob), weight)
         chol = self._task_chol(draw, data["theta_hat"].shape[0])
         return pooling_weight_gaussian(chol @ jnp.swapaxes(chol, -1, -2), data["cov"])
+
+    def extra_draws(self, key, data, draw):
+        """Robust collapsed: ``task_scale`` 1/√λₖ, one draw from λₖ | φ, θ̂ₖ per draw."""
+        if not self._marginal_scales(draw):
+            return {}
+        return {"task_scale": self._draw_scale(key, data, draw)}
+
+    def extra_dims(self) -> dict[str, list[str]]:
+        return {"task_scale": ["task"]} if self.options["robust"] else {}
 
     def exact_hyper_draws(self, rng: np.random.Generator, n_draws: int,
                           grid_size: int = 4000) -> dict[str, np.ndarray]:
