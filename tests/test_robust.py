@@ -120,6 +120,7 @@ def test_task_scale_draws_follow_the_conditional_of_lambda():
     assert scales[:, 2].mean() > 2 * scales[:, 0].mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_tasks", [100])
 def test_robust_mixes_at_larger_k(n_tasks):
     """With λ integrated out, ν no longer mixes slowly against K mixing variables."""
