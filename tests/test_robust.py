@@ -60,7 +60,8 @@ def test_scalar_marginal_matches_adaptive_quadrature():
     errors = []
     for nu, tau, var, resid in CASES:
         ours = scale_mixture_posterior(jnp.float64(nu), jnp.zeros(1), jnp.array([[tau]]),
-                                       jnp.array([[resid]]), jnp.array([[[var]]]))[0]
+                                       jnp.array([[resid]]), jnp.array([[[var]]]),
+                                       jnp.array([[[var**0.5]]]))[0]
         errors.append(abs(float(ours[0]) - _reference(nu, np.array([resid]),
                                                       np.array([[tau**2]]),
                                                       np.array([[var]]))))
@@ -76,7 +77,8 @@ def test_vector_marginal_and_batching_match_adaptive_quadrature():
                     for v in rng.uniform(0.02, 0.5, 3)])
     for nu in (1.0, 8.0, 80.0):
         ours = scale_mixture_posterior(jnp.float64(nu), jnp.zeros(2), jnp.asarray(chol),
-                                       jnp.asarray(resid), jnp.asarray(cov))[0]
+                                       jnp.asarray(resid), jnp.asarray(cov),
+                                       jnp.asarray(np.linalg.cholesky(cov)))[0]
         ref = [_reference(nu, resid[k], chol @ chol.T, cov[k]) for k in range(3)]
         np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-7)
 
@@ -90,7 +92,7 @@ def test_gradient_is_the_gradient_of_the_marginal():
     def total(x):
         mu, log_tau, log_nu = x
         return scale_mixture_posterior(jnp.exp(log_nu), mu[None], jnp.exp(log_tau)[None, None],
-                                       theta_hat, cov)[0].sum()
+                                       theta_hat, cov, jnp.sqrt(cov))[0].sum()
 
     for point in ([0.1, -1.0, 0.5], [0.3, -2.5, 3.0], [-0.2, 0.5, -0.5]):
         x = jnp.array(point)

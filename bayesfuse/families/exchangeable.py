@@ -64,7 +64,7 @@ def _scale_log_prior(s: jax.Array, nu: jax.Array) -> jax.Array:
     return half * (s - jnp.exp(s) + jnp.log(half)) - jax.scipy.special.gammaln(half)
 
 
-def _scale_grid(nu, resid, prior_cov, cov):
+def _scale_grid(nu, resid, prior_cov, cov, cov_chol):
     """Where each task's quadrature nodes in s go: its modes, their widths, the valley.
 
     f(s) = log p(s | ν) + log N(r; 0, e⁻ˢT + V) has at most two modes: one near the prior's
@@ -86,20 +86,21 @@ def _scale_grid(nu, resid, prior_cov, cov):
     resid : (K, p) array, θ̂ₖ − μ
     prior_cov : (p, p) array, T
     cov : (K, p, p) array, Vₖ
+    cov_chol : (K, p, p) array, Cholesky factors Lᵥ of Vₖ
 
     Returns
     -------
     modes, widths : (K, 2) arrays
     valley : (K,) array
     """
-    nu, resid, prior_cov, cov = (jax.lax.stop_gradient(x) for x in (nu, resid, prior_cov, cov))
+    nu, resid, prior_cov, cov, chol_v = (jax.lax.stop_gradient(x)
+                                         for x in (nu, resid, prior_cov, cov, cov_chol))
     half = nu / 2
     n_params = resid.shape[-1]
     if n_params == 1:
         eig = (prior_cov[0, 0] / cov[:, 0, 0])[:, None]  # (K, 1)
         z2 = resid**2 / cov[:, 0]
     else:
-        chol_v = jnp.linalg.cholesky(cov)
         half_solved = jax.scipy.linalg.solve_triangular(
             chol_v, jnp.broadcast_to(prior_cov, cov.shape), lower=True)
         whitened = jax.scipy.linalg.solve_triangular(
@@ -157,7 +158,7 @@ def _scale_grid(nu, resid, prior_cov, cov):
     return jnp.stack([left, right], -1), jnp.stack([width_left, width_right], -1), valley
 
 
-def scale_mixture_posterior(nu, mu, prior_chol, theta_hat, cov):
+def scale_mixture_posterior(nu, mu, prior_chol, theta_hat, cov, cov_chol):
     """Quadrature over s = log λ of each task's Student-t (normal scale mixture) likelihood.
 
     Parameters
@@ -167,6 +168,8 @@ def scale_mixture_posterior(nu, mu, prior_chol, theta_hat, cov):
     prior_chol : (p, p) array, Cholesky factor of T
     theta_hat : (K, p) array
     cov : (K, p, p) array
+    cov_chol : (K, p, p) array
+        Cholesky factors of ``cov`` (the family's data carry them).
 
     Returns
     -------
@@ -179,7 +182,7 @@ def scale_mixture_posterior(nu, mu, prior_chol, theta_hat, cov):
     """
     prior_cov = prior_chol @ prior_chol.T
     resid = theta_hat - mu
-    modes, widths, valley = _scale_grid(nu, resid, prior_cov, cov)  # (K, 2), (K, 2), (K,)
+    modes, widths, valley = _scale_grid(nu, resid, prior_cov, cov, cov_chol)  # (K, 2), (K, 2), (K,)
     x = jnp.asarray(SCALE_NODES)
     # per mode, s = mode + width·sinh(x): node spacing ≈ width·h at the mode, growing
     # linearly away from it, so tails 200 widths long (small ν, imprecise tasks) are covered
@@ -211,13 +214,15 @@ class StudentTasks(dist.Distribution):
 
     support = dist.constraints.real_vector
 
-    def __init__(self, nu, mu, prior_chol, cov, *, validate_args=None):
-        self.nu, self.mu, self.prior_chol, self.cov = nu, mu, prior_chol, cov
+    def __init__(self, nu, mu, prior_chol, cov, cov_chol, *, validate_args=None):
+        self.nu, self.mu, self.prior_chol = nu, mu, prior_chol
+        self.cov, self.cov_chol = cov, cov_chol
         super().__init__(batch_shape=cov.shape[:1], event_shape=mu.shape[-1:],
                          validate_args=validate_args)
 
     def log_prob(self, value):
-        return scale_mixture_posterior(self.nu, self.mu, self.prior_chol, value, self.cov)[0]
+        return scale_mixture_posterior(self.nu, self.mu, self.prior_chol, value, self.cov,
+                                       self.cov_chol)[0]
 
     def sample(self, key, sample_shape=()):
         k_lam, k_noise = jax.random.split(key)
@@ -291,7 +296,7 @@ class Exchangeable(Family):
             nu = numpyro.sample("nu", priors["nu"][0].numpyro())
             if collapsed:  # λ integrated out by quadrature as well
                 with numpyro.plate("task", n_tasks):
-                    numpyro.sample("theta_hat", StudentTasks(nu, mu, prior_chol, cov),
+                    numpyro.sample("theta_hat", StudentTasks(nu, mu, prior_chol, cov, cov_chol),
                                    obs=theta_hat)
                 return
             with numpyro.plate("task", n_tasks):
@@ -373,7 +378,7 @@ class Exchangeable(Family):
     def _scale_posterior(self, data, draw):
         """:func:`scale_mixture_posterior` for this draw: (log marginal, nodes, log prob)."""
         return scale_mixture_posterior(draw["nu"], draw["mu"], self._prior_chol(draw),
-                                       data["theta_hat"], data["cov"])
+                                       data["theta_hat"], data["cov"], data["cov_chol"])
 
     def _draw_scale(self, key, data, draw) -> jax.Array:
         """1/√λₖ drawn from its conditional given φ and θ̂ₖ (on the quadrature nodes), (K,)."""
