@@ -144,8 +144,13 @@ def _baseline(name: str, est: bf.TaskEstimates, seed: int
 
 # ---------------------------------------------------------------------- study
 def run_study(reps: int, quick: bool, seed: int, chains: int, warmup: int, draws: int,
-              n_jobs: int, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Per-replication, per-task errors: one row per (rep, design, estimand, method, task)."""
+              n_jobs: int, log: Callable[[str], None] = print,
+              checkpoint: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """Per-replication, per-task errors: one row per (rep, design, estimand, method, task).
+
+    ``checkpoint``, if given, receives the rows so far after every replication (so that a
+    long study interrupted part-way keeps its finished replications).
+    """
     sizes = task_sizes(quick)
     rows = []
     bayes = {f: _bayes_method(f, chains, warmup, draws, seed) for f in BAYES
@@ -180,7 +185,13 @@ def run_study(reps: int, quick: bool, seed: int, chains: int, warmup: int, draws
                         "estimate": mean, "ci_low": low, "ci_high": high,
                     }))
             log(f"rep {rep + 1}/{reps} {design}: {time.perf_counter() - start:.0f} s")
-    raw = pd.concat(rows, ignore_index=True)
+        if checkpoint is not None:
+            checkpoint(_with_errors(pd.concat(rows, ignore_index=True)))
+    return _with_errors(pd.concat(rows, ignore_index=True))
+
+
+def _with_errors(raw: pd.DataFrame) -> pd.DataFrame:
+    """Add squared error, coverage and interval length to the per-task rows."""
     raw["sq_error"] = (raw["estimate"] - raw["theta"]) ** 2
     raw["covered"] = (raw["ci_low"] <= raw["theta"]) & (raw["theta"] <= raw["ci_high"])
     raw["length"] = raw["ci_high"] - raw["ci_low"]
@@ -354,7 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         reps = args.reps or (3 if args.quick else 100)
         raw = run_study(reps, args.quick, args.seed, chains, warmup, draws, args.n_jobs,
-                        log=lambda s: print(s, flush=True))
+                        log=lambda s: print(s, flush=True),
+                        checkpoint=lambda part: part.to_csv(
+                            args.out / "accuracy_raw.partial.csv.gz", index=False))
         seconds = time.perf_counter() - start
     table = summarise(raw)
     raw.to_csv(args.out / "accuracy_raw.csv.gz", index=False)
