@@ -262,11 +262,12 @@ def test_refit_reuses_the_compiled_sampler_and_matches_a_fresh_fit(eight_schools
             refit = bf.fuse(shifted, priors=priors, seed=4, **settings)
             n_refit = sum("Compiling" in m for m in messages)
             messages.clear()
-            bf.fuse(smaller, priors=priors, seed=4, **settings)  # new shapes: compiles
-            n_new = sum("Compiling" in m for m in messages)
+            if chain_method == "sequential":  # the log does see compilations (once suffices)
+                bf.fuse(smaller, priors=priors, seed=4, **settings)  # new shapes: compiles
+                assert sum("Compiling" in m for m in messages) >= 3
     finally:
         logger.removeHandler(handler)
-    assert n_refit <= 1 and n_new >= 3, (n_refit, n_new)
+    assert n_refit <= 1, n_refit
     sampler.clear_cache()
     fresh = bf.fuse(shifted, priors=priors, seed=4, **settings)
     for name in ("mu", "tau", "theta"):
