@@ -63,24 +63,30 @@ def simulate(family: str, n_tasks: int, seed: int = 0) -> tuple[bf.TaskEstimates
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default=",".join(FAMILY_ORDER))
+    parser.add_argument("--families", default=",".join(FAMILY_ORDER),
+                        help="comma-separated; NAME:plain fits the plain form "
+                             "(collapsed=False), reported as 'NAME (plain)'")
     parser.add_argument("--sizes", default="20,100,500")
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--out", default=str(RESULTS / "families.md"))
     args = parser.parse_args(argv)
     rows = []
-    for family in args.families.split(","):
+    for name in args.families.split(","):
+        family, _, form = name.partition(":")
         for n_tasks in (int(k) for k in args.sizes.split(",")):
             est, options = simulate(family, n_tasks)
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fit = bf.fuse(est, model=family, draws=args.draws, warmup=args.warmup,
-                              seed=0, **options)
+                              seed=0, collapsed=form != "plain", **options)
             wall = time.perf_counter() - start
             diag = fit.diagnostics()
-            row = {"family": family, "K": n_tasks, "wall_s": round(wall, 1),
+            row = {"family": family + (" (plain)" if form == "plain" else ""), "K": n_tasks,
+                   "wall_s": round(wall, 1),
+                   "sampling_s": round(fit.timings.get("sampling_s", float("nan")), 1),
+                   "postprocess_s": round(fit.timings.get("postprocess_s", float("nan")), 1),
                    "max_r_hat": round(float(diag["r_hat"].max()), 4),
                    "min_ess_bulk": int(diag["ess_bulk"].min()),
                    "divergences": int(fit.idata.sample_stats["diverging"].sum()),
@@ -103,15 +109,22 @@ def write_results(rows: list[dict], out: Path) -> None:
         keep = ~old.set_index(["family", "K"]).index.isin(table.set_index(["family", "K"]).index)
         table = pd.concat([old[keep], table], ignore_index=True)
     order = {name: i for i, name in enumerate(FAMILY_ORDER)}
-    table = table.sort_values(["family", "K"], key=lambda c: c.map(order) if c.name == "family"
-                              else c, kind="stable").reset_index(drop=True)
+    def rank(column: pd.Series) -> pd.Series:
+        if column.name != "family":
+            return column
+        return column.map(lambda f: order[f.split(" ")[0]] + (0.5 if " " in f else 0.0))
+
+    table = table.sort_values(["family", "K"], key=rank, kind="stable").reset_index(drop=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv, index=False)
     header = ("# Wall time per family\n\n`python benchmarks/families.py`: scalar θ simulated "
               "from a structure each family can represent (clusters for `cluster`, a ring "
               "graph for `gmrf`/`car`, a covariate slope for `metareg`, a planted outlier for "
               "`robust`), default priors, 4 chains; wall time of the whole `bf.fuse` call "
-              "including compilation, on 2 CPU cores. `load` is the 1-minute load average "
+              "including compilation, on 2 CPU cores (`sampling_s`: NUTS with its "
+              "compilation; `postprocess_s`: the exact per-draw θ, log-likelihood and "
+              "pooling weights; recorded from 2026-11-24 on). `(plain)` rows fit "
+              "`collapsed=False`. `load` is the 1-minute load average "
               "when the fit ended (above 2: the cores were shared with other work, so the "
               "time is pessimistic; rows without a load figure were measured while another fit "
               "shared the cores). `verdict` is `fit.diagnostics().ok` (R-hat < 1.01, "

@@ -46,6 +46,11 @@ def test_fuse_writes_fit_and_summary(tmp_path, estimates_csv, capsys):
     # an existing output needs --force
     assert main(["fuse", str(estimates_csv), "-o", str(fit_path), *TINY]) == 2
     assert "exists; add --force" in _one_error_line(capsys)
+    assert fit.meta["collapsed"]
+    # --plain samples θ itself (collapsed=False)
+    plain_path = tmp_path / "plain.nc"
+    assert main(["fuse", str(estimates_csv), "-o", str(plain_path), "--plain", *TINY]) == 0
+    assert not bf.load_fit(plain_path).meta["collapsed"]
 
 
 @pytest.mark.parametrize(
