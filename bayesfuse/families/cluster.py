@@ -318,6 +318,11 @@ class Cluster(Family):
         return model
 
     # ------------------------------------------------------------------ per draw
+    @property
+    def draw_cost(self) -> int:
+        # every draw holds K × C membership probabilities (and K × C component densities)
+        return self.n_components
+
     def _cluster_chol(self, draw: Mapping[str, Any], n_params: int) -> jax.Array:
         """Cholesky factors of T_c = diag(τ_c) R diag(τ_c), shape (C, p, p)."""
         tau = jnp.broadcast_to(jnp.asarray(draw["tau"]), (self.n_components, n_params))
