@@ -14,13 +14,13 @@ definite for every ρ < 1).
 
 Collapsed likelihood θ̂ | φ ~ N(1μᵀ, G⁻¹ ⊗ T + blockdiag Vₖ) in precision form
 (:mod:`bayesfuse.families._graph`); θ | φ, θ̂ is drawn exactly. It factors a dense Kp × Kp
-matrix on every gradient, O(K³): fine to K ≈ 200, an hour at K = 500 on 2 cores.
+matrix on every gradient, O(K³): fine to K ≈ 200; at K = 500 an estimated hour on 2 cores.
 
 The plain form (``collapsed=False``) samples θ itself and never forms a K × K matrix: the
 CAR log density is evaluated from the edge list,
 
     log p(θ | μ, T, ρ) = −½ Kp log 2π + ½ p log|G| − ½ K log|T| − ½ Σₖ dₖ ‖wₖ‖²
-                         + ρ Σ_(k,l) W_kl wₖᵀ w_l,      wₖ = L_T⁻¹ (θₖ − μ)
+                         + ρ Σ_edges (k,l) W_kl wₖᵀ w_l,      wₖ = L_T⁻¹ (θₖ − μ)
 
 with log|G| = Σ log dₖ + Σ log(1 − ρλᵢ) from the eigenvalues λ of D^(−1/2) W D^(−1/2)
 (computed once), so a gradient costs O(K + E) (Besag, York & Mollié 1991; the sparse
@@ -127,8 +127,7 @@ class Car(_graph.GraphModel, Family):
                     draw: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
         """G and log|G| = Σₖ log dₖ + Σᵢ log(1 − ρλᵢ), with λ the eigenvalues of
         D^(−1/2) W D^(−1/2) computed once (G = D^(1/2) (I − ρ D^(−1/2) W D^(−1/2)) D^(1/2))."""
-        log_det = jnp.sum(data["log_degree"]) \
-            + jnp.sum(jnp.log1p(-draw["rho"] * data["adjacency_eigen"]))
+        log_det = car_log_det(draw["rho"], data["log_degree"], data["adjacency_eigen"])
         return self.graph_matrix(n_tasks, data, draw), log_det
 
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
@@ -161,6 +160,11 @@ class Car(_graph.GraphModel, Family):
         raise SpecError("car: a new task is not on the known graph, so the CAR prior says "
                         "nothing about it; use model 'exchangeable' or 'gmrf' to predict "
                         "unseen tasks.")
+
+
+def car_log_det(rho: jax.Array, log_degree: jax.Array, adjacency_eigen: jax.Array) -> jax.Array:
+    """log|D − ρW| = Σₖ log dₖ + Σᵢ log(1 − ρλᵢ), λ the eigenvalues of D^(−1/2) W D^(−1/2)."""
+    return jnp.sum(log_degree) + jnp.sum(jnp.log1p(-rho * adjacency_eigen))
 
 
 class SparseCar(dist.Distribution):
@@ -199,8 +203,7 @@ class SparseCar(dist.Distribution):
         quad = (jnp.sum(jnp.exp(self.log_degree) * jnp.sum(whitened**2, axis=-1))
                 - 2 * self.rho * jnp.sum(self.edge_weight
                                          * jnp.sum(whitened[first] * whitened[second], -1)))
-        graph_log_det = (jnp.sum(self.log_degree)
-                         + jnp.sum(jnp.log1p(-self.rho * self.adjacency_eigen)))
+        graph_log_det = car_log_det(self.rho, self.log_degree, self.adjacency_eigen)
         prior_log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(self.prior_chol)))
         return 0.5 * (n_params * graph_log_det - n_tasks * prior_log_det - quad
                       - n_tasks * n_params * jnp.log(2 * jnp.pi))
