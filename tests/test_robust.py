@@ -172,3 +172,30 @@ def test_robust_mixes_at_larger_k(n_tasks):
     diag = fit.diagnostics()
     assert diag.ok, diag.advice
     assert int(fit.idata.sample_stats["diverging"].sum()) == 0
+
+
+def test_vector_pooling_weight_matches_the_per_node_formula():
+    """p = 2: the pooling weight averaged over λₖ | φ, θ̂ₖ (computed from W's eigenpairs)
+    equals Σⱼ P(sⱼ) diag(Vₖ(e^(−sⱼ)T + Vₖ)⁻¹) computed node by node with dense inverses."""
+    rng = np.random.default_rng(4)
+    cov = np.stack([np.array([[v, 0.4 * v], [0.4 * v, 2.0 * v]])
+                    for v in rng.uniform(0.02, 0.5, 5)])
+    theta_hat = np.array([[0.1, 0.2], [1.0, -0.5], [-0.3, 0.4], [6.0, -4.0], [0.0, 0.0]])
+    est = bf.TaskEstimates([f"t{k}" for k in range(5)], theta_hat, cov, params=["a", "b"])
+    family = bf.families.base.get_family("robust")(est)
+    data = {k: jnp.asarray(v) for k, v in family.data().items()}
+    corr_chol = np.linalg.cholesky(np.array([[1.0, 0.5], [0.5, 1.0]]))
+    draw = {"mu": jnp.array([0.1, -0.1]), "tau": jnp.array([0.5, 0.3]),
+            "corr_chol": jnp.asarray(corr_chol), "nu": jnp.float64(3.0)}
+    ours = np.asarray(family.pooling_weight(data, draw))
+    _, nodes, log_prob = (np.asarray(a) for a in family._scale_posterior(data, draw))
+    prior_chol = np.diag([0.5, 0.3]) @ corr_chol
+    prior_cov = prior_chol @ prior_chol.T
+    expected = np.zeros((5, 2))
+    for k in range(5):
+        for s, lp in zip(nodes[k], log_prob[k], strict=True):
+            if np.isfinite(lp):
+                total = np.exp(-s) * prior_cov + cov[k]
+                expected[k] += np.exp(lp) * np.diag(cov[k] @ np.linalg.inv(total))
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12)
+    assert ours[3].max() < ours[0].min()  # the outlying task is pooled least

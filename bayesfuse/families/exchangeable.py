@@ -146,6 +146,30 @@ def _spectral_terms_jvp(primals, tangents):
     return (log_det, quad), (d_log_det, d_quad)
 
 
+def _spectral_pooling_weight(prior_cov, resid, cov_chol, scale, prob):
+    """E over the nodes of diag(Vₖ (xT + Vₖ)⁻¹), from W = Lᵥ⁻¹TLᵥ⁻ᵀ = UΛUᵀ: O(K·N·p + K·p²).
+
+    Vₖ(xT + Vₖ)⁻¹ = Lᵥ U diag(1/(1 + xλᵢ)) Uᵀ Lᵥ⁻¹, so only E[1/(1 + xλᵢ)] is averaged.
+
+    Parameters
+    ----------
+    prior_cov : (p, p) array, T
+    resid : (K, p) array
+    cov_chol : (K, p, p) array, Lᵥ
+    scale : (K, N) array, the nodes' x = e⁻ˢ
+    prob : (K, N) array, their posterior probabilities
+
+    Returns
+    -------
+    (K, p) array
+    """
+    _, _, eig, vecs = _whitened_spectrum(prior_cov, resid, cov_chol)
+    shrink = jnp.einsum("kn,kni->ki", prob, 1 / (1 + scale[..., None] * eig[:, None, :]))
+    left = cov_chol @ vecs  # Lᵥ U
+    right = jax.scipy.linalg.solve_triangular(cov_chol, vecs, lower=True, trans="T")  # Lᵥ⁻ᵀU
+    return jnp.einsum("kji,ki,kji->kj", left, shrink, right)
+
+
 def _scale_grid(nu, eig, z2):
     """Where each task's quadrature nodes in s go: its modes, their widths, the valley.
 
@@ -490,7 +514,11 @@ class Exchangeable(Family):
             _, nodes, log_prob = self._scale_posterior(data, draw)
             prior_chol = self._prior_chol(draw)
             scale = jnp.exp(-jnp.clip(nodes, -SCALE_LIMIT, SCALE_LIMIT))  # nodes out there
-            prior_cov = scale[..., None, None] * (prior_chol @ prior_chol.T)  # have prob. 0
+            if self.n_params > 1:  # have prob. 0
+                return _spectral_pooling_weight(
+                    prior_chol @ prior_chol.T, data["theta_hat"] - draw["mu"],
+                    data["cov_chol"], scale, jnp.exp(log_prob))
+            prior_cov = scale[..., None, None] * (prior_chol @ prior_chol.T)
             cov = jnp.broadcast_to(data["cov"][:, None], prior_cov.shape)
             weight = pooling_weight_gaussian(prior_cov, cov)  # (K, N, p)
             return jnp.einsum("kn,knp->kp", jnp.exp(log_prob), weight)
