@@ -11,17 +11,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpyro import handlers
-from scipy import stats
+from scipy import integrate, stats
 from sklearn.metrics import adjusted_rand_score
 
 import bayesfuse as bf
 from bayesfuse.errors import SpecError
 from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families.cluster import (
+    CloglogBeta,
     binder_loss,
     canonical_labels,
     coclustering,
     point_clustering,
+    stick_log_weights,
+    weights_to_stick,
 )
 from bayesfuse.fusion import prepare
 from bayesfuse.sampler import run_numpyro  # noqa: F401  (enables 64-bit JAX, as fits do)
@@ -75,7 +78,7 @@ def test_recovers_three_clusters(recovery):
     est, truth, theta, fit = recovery
     assert fit.spec["source"].endswith("cluster.toml")
     assert fit.spec["options"] == {"max_clusters": 10, "weights": "dirichlet",
-                                   "shared_scale": False}
+                                   "shared_scale": False, "weight_order": "auto"}
     assert fit.priors["concentration"] == "gamma(2, 2)"
     assert fit.priors["mu"].startswith("normal(")  # data-scaled default
     structure = fit.structure()
@@ -153,7 +156,7 @@ def test_outputs_predict_and_round_trip(recovery, tmp_path):
 def test_dp_weights_recover_clusters(recovery):
     est, truth, *_ = recovery
     fit = bf.fuse(est, model="cluster", weights="dp", seed=2, **SHORT)
-    assert "stick_exp" not in fit.idata.posterior  # only the weights are kept
+    assert "stick" not in fit.idata.posterior  # only the weights are kept
     np.testing.assert_allclose(fit.idata.posterior["weights"].sum("cluster"), 1.0, atol=1e-9)
     ari = adjusted_rand_score(truth, fit.structure()["clustering"]["cluster"])
     within, between = separation(fit.similarity().to_numpy(), truth)
@@ -193,10 +196,12 @@ def _random_draw(family, rng, n_params):
     return draw
 
 
-@pytest.mark.parametrize("which", ["scalar", "vector"])
-def test_collapsed_loglik_equals_brute_force(which):
+@pytest.mark.parametrize("which,order", [("scalar", "exchangeable"), ("scalar", "size-biased"),
+                                         ("vector", "auto")])
+def test_collapsed_loglik_equals_brute_force(which, order):
     est = clustered_estimates()[0] if which == "scalar" else vector_cluster_estimates()[0]
-    _, _, family = prepare(est, "cluster")
+    _, _, family = prepare(est, "cluster", weight_order=order)
+    assert family.size_biased == (order == "size-biased")
     data = {k: np.asarray(v) for k, v in family.data().items()}
     p = est.n_params
     draw = _random_draw(family, np.random.default_rng(7), p)
@@ -213,8 +218,10 @@ def test_collapsed_loglik_equals_brute_force(which):
     np.testing.assert_allclose(loglik, brute, rtol=1e-10)
     # the NumPyro model's observed site holds the same log-likelihood
     sites = {"concentration": 1.0, "mu": draw["mu"], "tau": draw["tau"]}
-    log_g = np.log(draw["weights"])  # weight_gamma = exp(log g), weight_exp = 0
-    sites.update(weight_gamma=np.exp(log_g), weight_exp=np.zeros_like(log_g))
+    if family.size_biased:
+        sites["stick"] = weights_to_stick(draw["weights"])
+    else:  # weight_gamma = exp(log g), weight_exp = 0
+        sites.update(weight_gamma=draw["weights"], weight_exp=np.zeros(family.n_components))
     if p > 1:
         sites["corr_chol"] = draw["corr_chol"]
     model = handlers.substitute(handlers.seed(family.model, 0), data=sites)
@@ -301,3 +308,61 @@ def test_invalid_options():
         prepare(est, "cluster", weights="pitman-yor")
     with pytest.raises(SpecError, match="shared_scale"):
         prepare(est, "cluster", shared_scale="yes")
+    with pytest.raises(SpecError, match="'weight_order' must be one of"):
+        prepare(est, "cluster", weight_order="sorted")
+    with pytest.raises(SpecError, match="ordered"):
+        prepare(est, "cluster", weights="dp", weight_order="exchangeable")
+
+
+@pytest.mark.parametrize("a,b", [(1.1, 0.9), (1.0, 0.05), (1.01, 0.01), (1.3, 2.0)])
+def test_cloglog_stick_density_and_draws(a, b):
+    """η = log(−log(1 − v)), v ~ Beta(a, b): the density integrates to 1, equals the Beta
+    density with its Jacobian, and the draws follow it (KS on v where v is representable,
+    on u = −log(1 − v) against an independent numpy draw otherwise)."""
+    stick = CloglogBeta(jnp.array(a), jnp.array(b))
+    total = integrate.quad(lambda e: float(jnp.exp(stick.log_prob(e))), -60, 10,
+                           limit=500, points=[-5.0, 0.0, 2.0])[0]
+    assert abs(total - 1.0) < 1e-8
+    eta = np.linspace(-3.0, 1.5, 7)
+    v = -np.expm1(-np.exp(eta))
+    jacobian = np.exp(eta) * np.exp(-np.exp(eta))
+    np.testing.assert_allclose(np.asarray(stick.log_prob(jnp.asarray(eta))),
+                               stats.beta(a, b).logpdf(v) + np.log(jacobian), rtol=1e-9)
+    draws = np.exp(np.asarray(stick.sample(jax.random.PRNGKey(0), (20_000,))))
+    rng = np.random.default_rng(1)
+    log_ga = np.log(rng.gamma(a, size=100_000))
+    log_gb = np.log(rng.gamma(b + 1, size=100_000)) + np.log(rng.uniform(size=100_000)) / b
+    reference = np.logaddexp(log_ga, log_gb) - log_gb  # −log(1 − v), 1 − v = G_b/(G_a + G_b)
+    assert stats.ks_2samp(draws, reference).pvalue > 0.001
+
+
+def test_size_biased_sticks_are_the_dirichlet_weights():
+    """Sorted, the stick weights have the law of sorted Dirichlet(α/C) weights (KS per order
+    statistic, Bonferroni over C + 1 tests, and on Σπ², a symmetric function)."""
+    est = clustered_estimates(per=20)[0]
+    _, _, family = prepare(est, "cluster", weight_order="size-biased")
+    n_comp, n_draws, alpha = family.n_components, 20_000, 0.7
+    first, second = family.stick_shapes(jnp.asarray(alpha))
+    sticks = CloglogBeta(first, second).sample(jax.random.PRNGKey(3), (n_draws,))
+    weights = np.exp(np.asarray(stick_log_weights(sticks)))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-12)
+    reference = np.random.default_rng(4).dirichlet(np.full(n_comp, alpha / n_comp), n_draws)
+    ordered, ordered_ref = -np.sort(-weights, axis=1), -np.sort(-reference, axis=1)
+    pvalues = [stats.ks_2samp(ordered[:, c], ordered_ref[:, c]).pvalue for c in range(4)]
+    pvalues.append(stats.ks_2samp((weights**2).sum(1), (reference**2).sum(1)).pvalue)
+    assert min(pvalues) > 0.01 / len(pvalues), pvalues
+    # the first stick is the largest weight more often than any other (size-biased order)
+    assert np.mean(np.argmax(weights, axis=1) == 0) > 0.5
+
+
+def test_many_tasks_use_sticks_and_recover_clusters():
+    """K = 60 (auto: size-biased sticks): three groups recovered, diagnostics pass."""
+    est, truth, theta = clustered_estimates(per=20, seed=5)
+    fit = bf.fuse(est, model="cluster", seed=6, **SHORT)
+    assert fit.family.size_biased
+    ari = adjusted_rand_score(truth, fit.structure()["clustering"]["cluster"])
+    within, between = separation(fit.similarity().to_numpy(), truth)
+    assert ari >= 0.9 and within >= 0.8 and between <= 0.1, (ari, within, between)
+    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
+    diagnostics = fit.diagnostics()
+    assert diagnostics.ok, diagnostics.advice

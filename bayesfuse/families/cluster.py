@@ -16,11 +16,21 @@ Weights (option ``weights``)
 * ``"dp"``: truncated stick-breaking Dirichlet process, v_c ~ Beta(1, α) for c < C,
   π_c = v_c Π_{j<c} (1 − v_j), π_C = Π_{j<C} (1 − v_j).
 
-Both are sampled in a *non-centred* form, in log space, so that NUTS sees no funnel between
-α and the weights of empty components (whose log-weight spreads like C/α) and no weight
-underflows: Gamma(a) = Gamma(a + 1)·U^{1/a}, so log g_c = log h_c − w_c/a with
-h_c ~ Gamma(1 + a), w_c ~ Exp(1), a = α/C, and log π = log g − logsumexp(log g); for the DP,
-−log(1 − v_c) = e_c/α with e_c ~ Exp(1).
+How NUTS sees the weights (option ``weight_order``; the prior is the same either way):
+
+* ``"exchangeable"``: the Dirichlet as normalised gamma variables in a *non-centred* log
+  form, so that NUTS sees no funnel between α and the weights of empty components (whose
+  log-weight spreads like C/α): Gamma(a) = Gamma(a + 1)·U^{1/a}, so log g_c = log h_c −
+  w_c/a with h_c ~ Gamma(1 + a), w_c ~ Exp(1), a = α/C, and log π = log g − logsumexp(log g).
+* ``"size-biased"``: the same weights in size-biased random order, as sticks v_c ~
+  Beta(1 + e₀, (C − c)e₀) (Pitman 1996), each sampled as η_c = log(−log(1 − v_c))
+  (:class:`CloglogBeta`), which is centred for the sticks the data pin and only *shifted*
+  by α for the empty ones. Components keep their roles (the first sticks hold the large
+  clusters), so the step size fits both kinds; far fewer leapfrog steps once the clusters
+  are well determined, slower moves between merged and split partitions with few tasks.
+* ``"auto"`` (default): size-biased from :data:`SIZE_BIASED_MIN_TASKS` tasks on.
+
+The DP's sticks are always sampled as :class:`CloglogBeta` variables.
 
 Component covariances T_c = diag(τ_c) R diag(τ_c): per-cluster scales τ_c (one τ shared by
 all clusters with ``shared_scale=True``) and, for p > 1, **one correlation matrix R ~ LKJ
@@ -60,6 +70,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pandas as pd
+from jax.scipy.special import betaln
 
 from bayesfuse.errors import SpecError
 from bayesfuse.families.base import (
@@ -75,6 +86,10 @@ from bayesfuse.priors import Prior, PriorBlock, format_number
 __all__ = ["Cluster", "coclustering", "point_clustering", "binder_loss"]
 
 WEIGHT_PRIORS = ("dirichlet", "dp")
+WEIGHT_ORDERS = ("auto", "exchangeable", "size-biased")
+#: ``weight_order="auto"`` samples the Dirichlet weights as size-biased sticks from this
+#: many tasks on (see :meth:`Cluster.size_biased`)
+SIZE_BIASED_MIN_TASKS = 50
 #: chains whose co-clustering matrices differ by more than this found different clusterings
 CHAIN_DISAGREEMENT = 0.2
 #: advise a larger ``max_clusters`` when every component is occupied this often
@@ -107,7 +122,8 @@ class Cluster(Family):
 
     name = "cluster"
     description = "tasks in latent clusters: an overfitted (sparse) mixture of normals"
-    option_defaults = {"max_clusters": 10, "weights": "dirichlet", "shared_scale": False}
+    option_defaults = {"max_clusters": 10, "weights": "dirichlet", "shared_scale": False,
+                       "weight_order": "auto"}
     similarity_kind = "co-clustering probability P(z_i = z_j | data)"
 
     def setup(self) -> None:
@@ -119,6 +135,15 @@ class Cluster(Family):
                 f"cluster: 'weights' must be one of {', '.join(WEIGHT_PRIORS)}; "
                 f"got {self.options['weights']!r}."
             )
+        if self.options["weight_order"] not in WEIGHT_ORDERS:
+            raise SpecError(
+                f"cluster: 'weight_order' must be one of {', '.join(WEIGHT_ORDERS)}; "
+                f"got {self.options['weight_order']!r}."
+            )
+        if self.options["weights"] == "dp" and self.options["weight_order"] == "exchangeable":
+            raise SpecError("cluster: the stick-breaking weights (weights = 'dp') are ordered; "
+                            "weight_order = 'exchangeable' applies to weights = 'dirichlet' "
+                            "only.")
         if not isinstance(self.options["shared_scale"], bool):
             raise SpecError(
                 f"cluster: 'shared_scale' must be true or false; got "
@@ -214,24 +239,60 @@ class Cluster(Family):
         return {"mu": mu, "tau": tau}
 
     # ------------------------------------------------------------------ model
-    def _log_weights(self, concentration: jax.Array) -> jax.Array:
-        """Sample the weight sites (non-centred) and return log π, shape (C,)."""
+    @property
+    def size_biased(self) -> bool:
+        """Whether NUTS samples the weights as sticks (always for ``"dp"``).
+
+        With ``weight_order="auto"`` the Dirichlet weights are size-biased sticks from
+        :data:`SIZE_BIASED_MIN_TASKS` tasks on and exchangeable gamma variables below.
+        Both are exact representations of the same mixture prior; they differ in how NUTS
+        moves. Measured (2026-11-24, 4 × (1000 + 1000), ``benchmarks/families.py``): the
+        sticks cut the leapfrog steps per iteration at K = 500 from 644–919 to 56–59, and
+        K = 100/500/1,000 fits pass their diagnostics in 23/55/88 s (exchangeable: 41 s with
+        tree-depth hits, 348 s, 782 s with divergences). With few tasks per cluster, where
+        the posterior moves between merged and split partitions, the ordered sticks mix
+        those moves slowly (K = 24, three groups of 8: R-hat of the number of clusters
+        1.015–1.077 over three seeds, exchangeable 1.006), so small K keeps the
+        exchangeable form.
+        """
+        order = self.options["weight_order"]
+        if self.options["weights"] == "dp" or order == "size-biased":
+            return True
+        return order == "auto" and self.estimates.n_tasks >= SIZE_BIASED_MIN_TASKS
+
+    def stick_shapes(self, concentration: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Beta(a, b_c) laws of the C − 1 sticks v_c, c = 1..C − 1.
+
+        ``"dirichlet"``: the size-biased sticks of Dirichlet(e₀, …, e₀), e₀ = α/C:
+        v_c ~ Beta(1 + e₀, (C − c)e₀) (Pitman 1996: the weights in size-biased random
+        order; the components' parameters are iid, so the mixture's law is unchanged).
+        ``"dp"``: v_c ~ Beta(1, α).
+
+        Returns
+        -------
+        a : scalar array
+        b : array of shape (C − 1,)
+        """
         n_comp = self.n_components
         if self.options["weights"] == "dirichlet":
             shape = concentration / n_comp  # e₀
-            gamma_part = numpyro.sample(
-                "weight_gamma", dist.Gamma(jnp.full(n_comp, 1.0 + shape), 1.0).to_event(1))
-            exp_part = numpyro.sample(
-                "weight_exp", dist.Exponential(jnp.ones(n_comp)).to_event(1))
-            log_gamma = jnp.log(gamma_part) - exp_part / shape  # log of Gamma(e₀) variables
-            return log_gamma - jax.nn.logsumexp(log_gamma)
-        stick_exp = numpyro.sample(
-            "stick_exp", dist.Exponential(jnp.ones(n_comp - 1)).to_event(1))
-        neg_log_rest = stick_exp / concentration  # −log(1 − v_c)
-        log_stick = _log1mexp(neg_log_rest)  # log v_c
-        log_remaining = -jnp.cumsum(neg_log_rest)  # log Π_{j<=c} (1 − v_j)
-        before = jnp.concatenate([jnp.zeros(1), log_remaining[:-1]])
-        return jnp.concatenate([log_stick + before, log_remaining[-1:]])
+            return 1.0 + shape, shape * jnp.arange(n_comp - 1, 0, -1)
+        return jnp.ones(()), jnp.full(n_comp - 1, concentration)
+
+    def _log_weights(self, concentration: jax.Array) -> jax.Array:
+        """Sample the weight sites and return log π, shape (C,)."""
+        if self.size_biased:
+            first, second = self.stick_shapes(concentration)
+            stick = numpyro.sample("stick", CloglogBeta(first, second).to_event(1))
+            return stick_log_weights(stick)
+        n_comp = self.n_components
+        shape = concentration / n_comp  # e₀
+        gamma_part = numpyro.sample(
+            "weight_gamma", dist.Gamma(jnp.full(n_comp, 1.0 + shape), 1.0).to_event(1))
+        exp_part = numpyro.sample(
+            "weight_exp", dist.Exponential(jnp.ones(n_comp)).to_event(1))
+        log_gamma = jnp.log(gamma_part) - exp_part / shape  # log of Gamma(e₀) variables
+        return log_gamma - jax.nn.logsumexp(log_gamma)
 
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
               theta_hat: Any = None, cov: Any = None, cov_chol: Any = None) -> None:
@@ -503,6 +564,74 @@ def component_loglik(theta_hat: jax.Array, mu: jax.Array, cluster_cov: jax.Array
     """
     resid = theta_hat[:, None, :] - mu[None]
     return gaussian_logpdf(resid, cluster_cov[None] + cov[:, None])
+
+
+def stick_log_weights(stick: jax.Array) -> jax.Array:
+    """log π from the sticks in cloglog coordinates, shape (..., C − 1) -> (..., C).
+
+    ``stick`` holds η_c = log(−log(1 − v_c)); π_c = v_c Π_{j<c} (1 − v_j) and
+    π_C = Π_{j<C} (1 − v_j), all in log space (no weight underflows).
+    """
+    neg_log_rest = jnp.exp(stick)  # u_c = −log(1 − v_c)
+    log_stick = _log1mexp(neg_log_rest)  # log v_c
+    log_remaining = -jnp.cumsum(neg_log_rest, axis=-1)  # log Π_{j<=c} (1 − v_j)
+    before = jnp.concatenate(
+        [jnp.zeros(stick.shape[:-1] + (1,)), log_remaining[..., :-1]], axis=-1)
+    return jnp.concatenate([log_stick + before, log_remaining[..., -1:]], axis=-1)
+
+
+def weights_to_stick(weights: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`stick_log_weights`: η of shape (..., C − 1) from π (..., C)."""
+    weights = np.asarray(weights, dtype=float)
+    rest = 1.0 - np.cumsum(weights[..., :-1], axis=-1)  # Π_{j<=c} (1 − v_j)
+    before = np.concatenate([np.ones(weights.shape[:-1] + (1,)), rest[..., :-1]], axis=-1)
+    return np.log(-np.log(rest / before))
+
+
+class CloglogBeta(dist.Distribution):
+    """η = log(−log(1 − v)) for v ~ Beta(a, b), a ≥ 1: a stick in cloglog coordinates.
+
+    NUTS samples the weights' sticks in these coordinates because they suit both kinds of
+    component. A stick the data pin (an occupied cluster) has a fixed η whatever α is (a
+    *centred* parameterisation: no ridge between α and the stick), while a stick the data
+    ignore has u = −log(1 − v) ≈ Exp(b), so η = log u is log Exp(1) − log b: α only
+    *shifts* it (b ∝ α), no funnel, however small the weight. The log density is written in
+    u, so v → 1 (1 − v below the smallest double) loses nothing:
+
+        log p(η) = (a − 1) log(1 − e⁻ᵘ) − b u + η − log B(a, b)      # u = e^η
+
+    Parameters
+    ----------
+    a : array
+        First Beta shape, ≥ 1.
+    b : array
+        Second Beta shape, > 0.
+    """
+
+    arg_constraints = {"a": dist.constraints.positive, "b": dist.constraints.positive}
+    support = dist.constraints.real
+    reparametrized_params = ["a", "b"]
+
+    def __init__(self, a, b, *, validate_args=None):
+        batch_shape = jax.lax.broadcast_shapes(jnp.shape(a), jnp.shape(b))
+        self.a, self.b = jnp.broadcast_to(a, batch_shape), jnp.broadcast_to(b, batch_shape)
+        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
+
+    def log_prob(self, value):
+        neg_log_rest = jnp.exp(value)  # u
+        return ((self.a - 1.0) * _log1mexp(neg_log_rest) - self.b * neg_log_rest + value
+                - betaln(self.a, self.b))
+
+    def sample(self, key, sample_shape=()):
+        # 1 − v = G_b / (G_a + G_b) with log G_b = log G_{b+1} + log U / b (no underflow)
+        k_a, k_b, k_u = jax.random.split(key, 3)
+        shape = sample_shape + self.batch_shape
+        log_a = jnp.log(jax.random.gamma(k_a, self.a, shape))
+        log_b = (jnp.log(jax.random.gamma(k_b, self.b + 1.0, shape))
+                 + jnp.log(jax.random.uniform(k_u, shape, minval=1e-300)) / self.b)
+        diff = log_a - log_b
+        # u = log(1 + e^diff); η = log u, which is diff itself once e^diff is negligible
+        return jnp.where(diff < -30.0, diff, jnp.log(jax.nn.softplus(jnp.maximum(diff, -30.0))))
 
 
 class CollapsedMixture(dist.Distribution):
