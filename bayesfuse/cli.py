@@ -24,8 +24,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Bayesian late fusion of per-task debiased estimates.",
 )
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a message is one line whatever the terminal width, so a path in it can be
+# copied or grepped by a pipeline (tables still fit the width)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 CliError = CliUsageError
