@@ -26,6 +26,12 @@ fixed effect, random effects (REML BLUPs), meta-regression (REML BLUPs) and late
 (what the data-scaled defaults give for these data, rounded), so every replication reuses the
 compiled sampler.
 
+As a reference (not a method), ``oracle (true prior)`` is the posterior under the design's
+own prior — the three centres known, or Uniform(−1, 1) — from the same stage-1 estimates:
+its MSE is the Bayes risk, the floor that a method learning the structure from 20 tasks
+approaches but cannot beat on average. In the clustered designs its posterior sits on three
+atoms, so its interval coverage (near 1) is not comparable with the others'.
+
 Per design, estimand and method: mean and max over tasks of the per-task MSE (the MSE of
 task j over replications), 95% interval coverage and mean length, with Monte Carlo standard
 errors over replications. Writes ``results/accuracy.md``, ``results/accuracy.png`` and the
@@ -61,6 +67,8 @@ ESTIMANDS = ("plr", "ate")
 BAYES = ("exchangeable", "robust", "cluster", "gmrf", "metareg")
 BASELINES = ("no pooling", "fixed effect", "random effects", "meta-regression",
              "late fusion 1", "late fusion 3")
+#: a reference, not a method: the posterior under the design's own prior (see oracle_rows)
+ORACLE = "oracle (true prior)"
 
 #: fixed priors per family (data-scaled defaults at this study's scale, rounded)
 PRIORS: dict[str, dict[str, str]] = {
@@ -190,6 +198,64 @@ def run_study(reps: int, quick: bool, seed: int, chains: int, warmup: int, draws
     return _with_errors(pd.concat(rows, ignore_index=True))
 
 
+def oracle_posterior(design: str, estimate: np.ndarray, se: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean and 95% equal-tailed interval of θ_j under the design's true prior.
+
+    ``clusters δ``: θ_j is −δ, 0 or δ with probability 1/3 each (the centres known, the
+    labels not); ``no structure``: θ_j ~ Uniform(−1, 1) (a truncated normal posterior).
+    Its mean MSE is the Bayes risk of the design: no method that must learn the centres
+    or the spread from the 20 tasks can beat it on average, so it shows how much of the
+    gap to no pooling any method could close.
+
+    Parameters
+    ----------
+    design : str
+    estimate, se : arrays of shape (K,)
+        Stage-1 θ̂_j and their standard errors.
+
+    Returns
+    -------
+    mean, low, high : arrays of shape (K,)
+    """
+    from scipy import stats
+
+    alpha = (1 - CI_PROB) / 2
+    if design == "no structure":
+        low_z, high_z = (-1.0 - estimate) / se, (1.0 - estimate) / se
+        law = stats.truncnorm(low_z, high_z, loc=estimate, scale=se)
+        return law.mean(), law.ppf(alpha), law.ppf(1 - alpha)
+    delta = {"clusters 1/3": 1 / 3, "clusters 2/3": 2 / 3, "clusters 1": 1.0}[design]
+    atoms = np.array([-delta, 0.0, delta])
+    log_w = -0.5 * ((estimate[:, None] - atoms) / se[:, None]) ** 2
+    weight = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    weight /= weight.sum(axis=1, keepdims=True)
+    cdf = np.cumsum(weight, axis=1)
+    # quantiles of the discrete posterior: the first atom whose cdf reaches the level
+    low = atoms[np.argmax(cdf >= alpha - 1e-12, axis=1)]
+    high = atoms[np.argmax(cdf >= 1 - alpha - 1e-12, axis=1)]
+    return weight @ atoms, low, high
+
+
+def oracle_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`oracle_posterior` rows of every (rep, design, estimand), from the
+    stage-1 estimates that the ``no pooling`` rows hold (se from their z-intervals)."""
+    from scipy import stats
+
+    crit = stats.norm.ppf(1 - (1 - CI_PROB) / 2)
+    rows = []
+    base = raw[raw["method"] == "no pooling"]
+    for (design, _rep, _estimand), group in base.groupby(["design", "rep", "estimand"],
+                                                         sort=False):
+        se = (group["ci_high"] - group["ci_low"]).to_numpy() / (2 * crit)
+        mean, low, high = oracle_posterior(design, group["estimate"].to_numpy(), se)
+        rows.append(group[["rep", "design", "estimand", "task", "theta"]].assign(
+            method=ORACLE, estimate=mean, ci_low=low, ci_high=high))
+    columns = ["rep", "design", "estimand", "method", "task", "theta", "estimate", "ci_low",
+               "ci_high"]
+    return _with_errors(pd.concat(rows, ignore_index=True)[columns])
+
+
 def _with_errors(raw: pd.DataFrame) -> pd.DataFrame:
     """Add squared error, coverage and interval length to the per-task rows."""
     raw["sq_error"] = (raw["estimate"] - raw["theta"]) ** 2
@@ -247,11 +313,17 @@ def targets(table: pd.DataFrame) -> list[str]:
                 lf1 = t.loc[(design, estimand, "late fusion 1"), "mean_mse"]
                 ok1 = clus <= 0.7 * nop
                 ok2 = clus <= min(lf, lf1)
+                floor = ""
+                if (design, estimand, ORACLE) in t.index:
+                    best = t.loc[(design, estimand, ORACLE), "mean_mse"]
+                    floor = (f"; the oracle with the true prior (centres known) reaches "
+                             f"{best:.4f} = {100 * (1 - best / nop):.0f}% below")
                 lines.append(
                     f"- {design}, {estimand}: cluster MSE {clus:.4f} = "
                     f"{100 * (1 - clus / nop):.0f}% below no pooling ({nop:.4f}) — "
                     f"{'met' if ok1 else '**missed**'} (≥ 30%); vs late fusion 3 {lf:.4f} / "
-                    f"late fusion 1 {lf1:.4f}: {'met' if ok2 else '**missed**'} (no worse)")
+                    f"late fusion 1 {lf1:.4f}: {'met' if ok2 else '**missed**'} (no worse)"
+                    f"{floor}")
             if design == "no structure":
                 worst = max((t.loc[(design, estimand, f), "mean_mse"] / nop, f)
                             for f in BAYES if (design, estimand, f) in t.index)
@@ -369,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
                         checkpoint=lambda part: part.to_csv(
                             args.out / "accuracy_raw.partial.csv.gz", index=False))
         seconds = time.perf_counter() - start
+    raw = pd.concat([raw[raw["method"] != ORACLE], oracle_rows(raw)], ignore_index=True)
     table = summarise(raw)
     raw.to_csv(args.out / "accuracy_raw.csv.gz", index=False)
     table.to_csv(args.out / "accuracy.csv", index=False)

@@ -41,6 +41,36 @@ def test_designs_have_the_stated_truth():
         assert abs(coef[1] - theta[j]) < 4 * 3 / np.sqrt(200 * 0.25)
 
 
+def test_oracle_posterior_matches_quadrature():
+    """Fast: the true-prior posterior against direct numerical integration."""
+    from scipy import integrate, stats
+
+    acc = _load()
+    estimate, se = np.array([-0.9, 0.1, 0.55]), np.array([0.2, 0.3, 0.25])
+    mean, low, high = acc.oracle_posterior("no structure", estimate, se)
+    for j in range(3):
+        def like(t, j=j):
+            return stats.norm.pdf(estimate[j], t, se[j])
+
+        mass = integrate.quad(like, -1, 1)[0]
+        moment = integrate.quad(lambda t, j=j: t * stats.norm.pdf(estimate[j], t, se[j]),
+                                -1, 1)[0]
+        assert mean[j] == pytest.approx(moment / mass, abs=1e-7)
+        assert integrate.quad(like, -1, low[j])[0] / mass == pytest.approx(0.025, abs=1e-6)
+        assert integrate.quad(like, high[j], 1)[0] / mass == pytest.approx(0.025, abs=1e-6)
+    # three atoms: weights ∝ N(θ̂; atom, se²). θ̂ = 0.3 (δ = 1/3): with se = 0.4 every
+    # atom holds > 2.5% (interval −1/3..1/3), with se = 0.2 the atom −1/3 holds 0.5%
+    atoms = np.array([-1, 0, 1]) / 3
+    mean, low, high = acc.oracle_posterior("clusters 1/3", np.array([0.3, 0.3, 5.0]),
+                                           np.array([0.4, 0.2, 0.2]))
+    weight = stats.norm.pdf(0.3, atoms, 0.4)
+    assert mean[0] == pytest.approx(weight @ atoms / weight.sum())
+    assert (low[0], high[0]) == (pytest.approx(-1 / 3), pytest.approx(1 / 3))
+    assert (low[1], high[1]) == (pytest.approx(0.0), pytest.approx(1 / 3))
+    assert mean[2] == pytest.approx(1 / 3)
+    assert (low[2], high[2]) == (pytest.approx(1 / 3), pytest.approx(1 / 3))
+
+
 @pytest.mark.slow
 def test_accuracy_quick_runs_and_is_sane(tmp_path):
     acc = _load()
