@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bayesfuse.errors import BayesfuseError, CliUsageError
@@ -96,8 +97,9 @@ def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
         table.add_column(column, justify="right" if column != "task" else "left")
     show_param = len(fit.params) > 1
     for row in summary.head(max_rows).itertuples():
+        # names from the data are text, not rich markup ("[read]" would vanish as a tag)
         table.add_row(
-            str(row.task), str(row.param) if show_param else "",
+            escape(str(row.task)), escape(str(row.param)) if show_param else "",
             f"{row.estimate:.3f} ({row.se:.3f})", f"{row.mean:.3f}",
             f"[{row.eti_low:.3f}, {row.eti_high:.3f}]", f"{row.shrinkage:.2f}",
         )
@@ -106,14 +108,24 @@ def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
         out.print(f"... {len(summary) - max_rows} more rows (use --summary FILE.csv)")
     hyper = fit.hyper_summary(ci_prob)
     if len(hyper):
+        max_hyper = 40
         htable = Table(title="Hyperparameters")
-        for column in ("name", "mean", "sd", f"{pct} interval", "r_hat", "ess_bulk", "prior"):
-            htable.add_column(column, justify="left" if column in ("name", "prior") else "right")
-        for name, row in hyper.head(40).iterrows():
-            htable.add_row(name, f"{row['mean']:.3f}", f"{row['sd']:.3f}",
+        # names and intervals never wrap or truncate (corr[read_k,math_k] must stay whole);
+        # the priors, one per block rather than one per entry, follow the table
+        htable.add_column("name", no_wrap=True, min_width=max(len(n) for n in hyper.index))
+        for column in ("mean", "sd", f"{pct} interval", "r_hat", "ess_bulk"):
+            htable.add_column(column, justify="right", no_wrap=True)
+        for name, row in hyper.head(max_hyper).iterrows():
+            htable.add_row(escape(name), f"{row['mean']:.3f}", f"{row['sd']:.3f}",
                            f"[{row['eti_low']:.3f}, {row['eti_high']:.3f}]",
-                           f"{row['r_hat']:.3f}", f"{row['ess_bulk']:.0f}", row["prior"])
+                           f"{row['r_hat']:.3f}", f"{row['ess_bulk']:.0f}")
         out.print(htable)
+        if len(hyper) > max_hyper:
+            out.print(f"... {len(hyper) - max_hyper} more hyperparameters (see "
+                      "fit.hyper_summary() or the report)")
+        if fit.priors:
+            out.print("Priors: " + escape("; ".join(f"{name} ~ {prior}" for name, prior
+                                                    in fit.priors.items())))
     _print_diagnostics(fit)
 
 
@@ -125,7 +137,7 @@ def _print_diagnostics(fit) -> None:
     else:
         out.print("[red]Diagnostics: FAIL[/red]")
         for advice in diag.advice:
-            out.print(f"  - {advice}")
+            out.print(f"  - {escape(advice)}")
 
 
 @app.command()
@@ -177,7 +189,8 @@ def _run_stage1(estimate_tasks, frame, **kwargs):
     flags = est.flags
     if len(flags):
         for row in flags.itertuples():
-            err.print(f"[yellow]{row.status}[/yellow]: task {row.task}: {row.reason}")
+            err.print(f"[yellow]{row.status}[/yellow]: task {escape(str(row.task))}: "
+                      f"{escape(str(row.reason))}")
     return est
 
 
@@ -235,7 +248,8 @@ def site(
     entries = document.get("tasks", [document])
     for entry in entries:
         for warning in entry.get("warnings", []):
-            err.print(f"[yellow]warning[/yellow]: task {entry['task']}: {warning}")
+            err.print(f"[yellow]warning[/yellow]: task {escape(str(entry['task']))}: "
+                      f"{escape(str(warning))}")
     privacy = " with differential privacy" if "dp" in document else ""
     out.print(f"Wrote the summary of {len(entries)} task(s){privacy} to {output}; "
               "it holds no row of the data.")
@@ -404,17 +418,17 @@ def sensitivity(
     flagged = result.flagged
     if len(flagged):
         out.print(f"[yellow]Power-scaling flags {len(flagged)} quantit"
-                  f"{'y' if len(flagged) == 1 else 'ies'}:[/yellow] " + ", ".join(
+                  f"{'y' if len(flagged) == 1 else 'ies'}:[/yellow] " + escape(", ".join(
                       f"{v} ({d})" for v, d in zip(flagged["variable"], flagged["diagnosis"],
-                                                   strict=True)))
+                                                   strict=True))))
     else:
         out.print("[green]Power-scaling: no prior or likelihood sensitivity flagged.[/green]")
     for message in result.messages:
-        out.print(f"  - {message}")
+        out.print(f"  - {escape(message)}")
     if result.loo_influence is not None:
         top = result.loo_influence.sort_values("rank").iloc[0]
-        out.print(f"Most influential task: {top['task']} (influence {top['influence']:.2f} "
-                  f"posterior sd, {top['method']})")
+        out.print(f"Most influential task: {escape(str(top['task']))} (influence "
+                  f"{top['influence']:.2f} posterior sd, {top['method']})")
     if csv_dir is not None:
         from bayesfuse._io import atomic_write_text
 

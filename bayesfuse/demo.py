@@ -84,6 +84,7 @@ def run_demo(outdir: Path, learner: str, folds: int, draws: int, warmup: int, se
 def _print_structure(console: Any, name: str, table: Any, max_rows: int = 20) -> None:
     """A family's structure output (clusters, edges...) as a rich table."""
     import pandas as pd
+    from rich.markup import escape
     from rich.table import Table
 
     if not isinstance(table, pd.DataFrame) or table.empty:
@@ -94,7 +95,8 @@ def _print_structure(console: Any, name: str, table: Any, max_rows: int = 20) ->
         for cluster, members in table.groupby("cluster", sort=True):
             support = members["p_with_mates"].mean()
             console.print(f"  cluster {cluster} ({len(members)} schools, mean co-clustering "
-                          f"with mates {support:.2f}): {', '.join(map(str, members['task']))}")
+                          f"with mates {support:.2f}): "
+                          f"{escape(', '.join(map(str, members['task'])))}")
         return
     shown = table.head(max_rows)
     out = Table(title=f"{name} (first {len(shown)} of {len(table)} rows)"
@@ -102,10 +104,10 @@ def _print_structure(console: Any, name: str, table: Any, max_rows: int = 20) ->
     index_name = shown.index.name or ""
     show_index = not isinstance(shown.index, pd.RangeIndex)
     if show_index:
-        out.add_column(str(index_name))
+        out.add_column(escape(str(index_name)))
     for column in shown.columns:
-        out.add_column(str(column), justify="right")
+        out.add_column(escape(str(column)), justify="right")
     for label, row in shown.iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.tolist()]
-        out.add_row(*([str(label)] if show_index else []), *cells)
+        cells = [f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row.tolist()]
+        out.add_row(*([escape(str(label))] if show_index else []), *cells)
     console.print(out)

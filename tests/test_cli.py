@@ -53,6 +53,23 @@ def test_fuse_writes_fit_and_summary(tmp_path, estimates_csv, capsys):
     assert not bf.load_fit(plain_path).meta["collapsed"]
 
 
+def test_fuse_prints_bracketed_names_whole(tmp_path, capsys, monkeypatch):
+    """Names like mu[read] and task ids with brackets are text, not rich markup tags."""
+    monkeypatch.setenv("COLUMNS", "80")
+    rng = np.random.default_rng(5)
+    theta_hat = rng.normal([0.2, -0.1], 0.3, size=(8, 2))
+    cov = np.tile(np.array([[0.04, 0.01], [0.01, 0.05]]), (8, 1, 1))
+    est = TaskEstimates([f"site[{k}]" for k in range(8)], theta_hat, cov,
+                        params=["read", "math"])
+    csv = est.to_csv(tmp_path / "vector.csv")
+    assert main(["fuse", str(csv), "-o", str(tmp_path / "fit.nc"), *TINY]) == 0
+    out = capsys.readouterr().out
+    for name in ("mu[read]", "mu[math]", "tau[read]", "corr[read,math]", "site[3]"):
+        assert name in out, name
+    assert "…" not in out.split("Hyperparameters")[1]  # no name cut short
+    assert "Priors: mu[read] ~ normal(" in out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
