@@ -96,3 +96,33 @@ def test_accuracy_quick_runs_and_is_sane(tmp_path):
             "mean_mse"]
     md = (tmp_path / "accuracy.md").read_text()
     assert "## Targets" in md and "no structure" in md
+
+
+def test_cluster_priors_reads_stage1_and_pairs_differences():
+    """Fast: the prior-sensitivity script rebuilds θ̂ and se from the stored no-pooling
+    rows, and its differences are paired by replication."""
+    spec = importlib.util.spec_from_file_location("cluster_priors",
+                                                  SCRIPT.parent / "cluster_priors.py")
+    cp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cp)
+    se = np.linspace(0.1, 0.3, 20)
+    estimate = np.arange(20) / 10
+    raw = pd.DataFrame({"rep": 0, "design": "clusters 1", "estimand": "plr",
+                        "method": "no pooling", "task": np.arange(20)[::-1],
+                        "theta": 0.0, "estimate": estimate[::-1],
+                        "ci_low": (estimate - 1.959964 * se)[::-1],
+                        "ci_high": (estimate + 1.959964 * se)[::-1]})
+    est, theta = cp.stage1_estimates(raw, "clusters 1", 0, "plr")
+    np.testing.assert_allclose(est.estimates[:, 0], estimate)
+    np.testing.assert_allclose(np.sqrt(est.covariances[:, 0, 0]), se, rtol=1e-6)
+    assert est.tasks[:2] == ["task1", "task2"] and np.all(theta == 0)
+    # two replications: a variant better by 0.01 in both has diff −0.01 ± 0
+    per_rep = pd.DataFrame({"variant": ["default", "default", "other", "other"],
+                            "design": "clusters 1", "rep": [0, 1, 0, 1],
+                            "sq_error": [0.05, 0.03, 0.04, 0.02], "coverage": 0.95})
+    raw2 = pd.concat([raw, raw.assign(rep=1)])
+    table = cp.summarise(per_rep, raw2, "plr").set_index("variant")
+    assert table.loc["other", "diff_vs_default"] == pytest.approx(-0.01)
+    assert table.loc["other", "diff_se"] == pytest.approx(0.0, abs=1e-12)
+    nop = np.mean(estimate ** 2)
+    assert table.loc["default", "vs_no_pooling"] == pytest.approx(0.04 / nop)
