@@ -237,18 +237,24 @@ def oracle_posterior(design: str, estimate: np.ndarray, se: np.ndarray
     return weight @ atoms, low, high
 
 
-def oracle_rows(raw: pd.DataFrame) -> pd.DataFrame:
-    """The :func:`oracle_posterior` rows of every (rep, design, estimand), from the
-    stage-1 estimates that the ``no pooling`` rows hold (se from their z-intervals)."""
+def stored_stage1(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """θ̂_j and their standard errors from stored ``no pooling`` rows, shape (n,) each
+    (the rows hold θ̂ ± z·se intervals)."""
     from scipy import stats
 
     crit = stats.norm.ppf(1 - (1 - CI_PROB) / 2)
+    se = (rows["ci_high"] - rows["ci_low"]).to_numpy() / (2 * crit)
+    return rows["estimate"].to_numpy(), se
+
+
+def oracle_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`oracle_posterior` rows of every (rep, design, estimand), from the
+    stage-1 estimates that the ``no pooling`` rows hold (:func:`stored_stage1`)."""
     rows = []
     base = raw[raw["method"] == "no pooling"]
     for (design, _rep, _estimand), group in base.groupby(["design", "rep", "estimand"],
                                                          sort=False):
-        se = (group["ci_high"] - group["ci_low"]).to_numpy() / (2 * crit)
-        mean, low, high = oracle_posterior(design, group["estimate"].to_numpy(), se)
+        mean, low, high = oracle_posterior(design, *stored_stage1(group))
         rows.append(group[["rep", "design", "estimand", "task", "theta"]].assign(
             method=ORACLE, estimate=mean, ci_low=low, ci_high=high))
     columns = ["rep", "design", "estimand", "method", "task", "theta", "estimate", "ci_low",

@@ -25,6 +25,7 @@ Writes ``results/cluster_priors.md`` and ``results/cluster_priors.csv``::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import time
 import warnings
@@ -33,13 +34,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 import bayesfuse as bf
 
 RESULTS = Path(__file__).parent / "results"
 
 
+@functools.cache
 def _study() -> Any:
     """The accuracy study module (its designs, priors and settings)."""
     spec = importlib.util.spec_from_file_location("accuracy_study",
@@ -65,10 +66,9 @@ def stage1_estimates(raw: pd.DataFrame, design: str, rep: int, estimand: str
     """The stored stage-1 estimates of one replication and the true θ, shape (20,)."""
     rows = raw[(raw["design"] == design) & (raw["rep"] == rep) & (raw["estimand"] == estimand)
                & (raw["method"] == "no pooling")].sort_values("task")
-    crit = stats.norm.ppf(0.975)
-    se = (rows["ci_high"] - rows["ci_low"]).to_numpy() / (2 * crit)
-    est = bf.TaskEstimates([f"task{j + 1}" for j in rows["task"]],
-                           rows["estimate"].to_numpy()[:, None], (se ** 2)[:, None, None])
+    estimate, se = _study().stored_stage1(rows)
+    est = bf.TaskEstimates([f"task{j + 1}" for j in rows["task"]], estimate[:, None],
+                           (se ** 2)[:, None, None])
     return est, rows["theta"].to_numpy()
 
 
