@@ -28,8 +28,10 @@ compiled sampler.
 
 As a reference (not a method), ``oracle (true prior)`` is the posterior under the design's
 own prior — the three centres known, or Uniform(−1, 1) — from the same stage-1 estimates:
-its MSE is the Bayes risk, the floor that a method learning the structure from 20 tasks
-approaches but cannot beat on average. In the clustered designs its posterior sits on three
+its MSE is the Bayes risk given θ̂ alone, the floor that a method learning the structure
+from the 20 estimates approaches but cannot beat on average. The meta-regressions also see
+the covariate z_j, which carries information about θ_j beyond θ̂_j, so they can go below
+it (they do in "no structure"). In the clustered designs its posterior sits on three
 atoms, so its interval coverage (near 1) is not comparable with the others'.
 
 Per design, estimand and method: mean and max over tasks of the per-task MSE (the MSE of
@@ -204,9 +206,10 @@ def oracle_posterior(design: str, estimate: np.ndarray, se: np.ndarray
 
     ``clusters δ``: θ_j is −δ, 0 or δ with probability 1/3 each (the centres known, the
     labels not); ``no structure``: θ_j ~ Uniform(−1, 1) (a truncated normal posterior).
-    Its mean MSE is the Bayes risk of the design: no method that must learn the centres
-    or the spread from the 20 tasks can beat it on average, so it shows how much of the
-    gap to no pooling any method could close.
+    Its mean MSE is the Bayes risk of the design given the estimates: no method that
+    sees only θ̂ and must learn the centres or the spread from the 20 tasks can beat it
+    on average, so it shows how much of the gap to no pooling such a method could close
+    (the meta-regressions also see the covariate z_j).
 
     Parameters
     ----------
