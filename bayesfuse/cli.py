@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bayesfuse.errors import BayesfuseError, CliUsageError
 
@@ -26,9 +26,11 @@ app = typer.Typer(
     help="Bayesian late fusion of per-task debiased estimates.",
 )
 # soft_wrap: a message is one line whatever the terminal width, so a path in it can be
-# copied or grepped by a pipeline (tables still fit the width)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# copied or grepped by a pipeline (tables still fit the width). markup=False: text is
+# printed as it is (names like mu[read] or a task "site[3]" are not rich tags); colour
+# comes from style= and Text, never from markup in a string
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 
 CliError = CliUsageError
@@ -97,9 +99,8 @@ def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
         table.add_column(column, justify="right" if column != "task" else "left")
     show_param = len(fit.params) > 1
     for row in summary.head(max_rows).itertuples():
-        # names from the data are text, not rich markup ("[read]" would vanish as a tag)
         table.add_row(
-            escape(str(row.task)), escape(str(row.param)) if show_param else "",
+            str(row.task), str(row.param) if show_param else "",
             f"{row.estimate:.3f} ({row.se:.3f})", f"{row.mean:.3f}",
             f"[{row.eti_low:.3f}, {row.eti_high:.3f}]", f"{row.shrinkage:.2f}",
         )
@@ -116,7 +117,7 @@ def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
         for column in ("mean", "sd", f"{pct} interval", "r_hat", "ess_bulk"):
             htable.add_column(column, justify="right", no_wrap=True)
         for name, row in hyper.head(max_hyper).iterrows():
-            htable.add_row(escape(name), f"{row['mean']:.3f}", f"{row['sd']:.3f}",
+            htable.add_row(name, f"{row['mean']:.3f}", f"{row['sd']:.3f}",
                            f"[{row['eti_low']:.3f}, {row['eti_high']:.3f}]",
                            f"{row['r_hat']:.3f}", f"{row['ess_bulk']:.0f}")
         out.print(htable)
@@ -124,20 +125,21 @@ def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
             out.print(f"... {len(hyper) - max_hyper} more hyperparameters (see "
                       "fit.hyper_summary() or the report)")
         if fit.priors:
-            out.print("Priors: " + escape("; ".join(f"{name} ~ {prior}" for name, prior
-                                                    in fit.priors.items())))
+            out.print("Priors: " + "; ".join(f"{name} ~ {prior}" for name, prior
+                                             in fit.priors.items()))
     _print_diagnostics(fit)
 
 
 def _print_diagnostics(fit) -> None:
     diag = fit.diagnostics()
     if diag.ok:
-        out.print("[green]Diagnostics: PASS[/green] (R-hat < 1.01, ESS >= 400, no divergences, "
-                  "E-BFMI > 0.3, no tree-depth saturation)")
+        out.print(Text.assemble(("Diagnostics: PASS", "green"),
+                                " (R-hat < 1.01, ESS >= 400, no divergences, E-BFMI > 0.3, "
+                                "no tree-depth saturation)"))
     else:
-        out.print("[red]Diagnostics: FAIL[/red]")
+        out.print("Diagnostics: FAIL", style="red")
         for advice in diag.advice:
-            out.print(f"  - {escape(advice)}")
+            out.print(f"  - {advice}")
 
 
 @app.command()
@@ -189,8 +191,8 @@ def _run_stage1(estimate_tasks, frame, **kwargs):
     flags = est.flags
     if len(flags):
         for row in flags.itertuples():
-            err.print(f"[yellow]{row.status}[/yellow]: task {escape(str(row.task))}: "
-                      f"{escape(str(row.reason))}")
+            err.print(Text.assemble((str(row.status), "yellow"),
+                                    f": task {row.task}: {row.reason}"))
     return est
 
 
@@ -248,8 +250,7 @@ def site(
     entries = document.get("tasks", [document])
     for entry in entries:
         for warning in entry.get("warnings", []):
-            err.print(f"[yellow]warning[/yellow]: task {escape(str(entry['task']))}: "
-                      f"{escape(str(warning))}")
+            err.print(Text.assemble(("warning", "yellow"), f": task {entry['task']}: {warning}"))
     privacy = " with differential privacy" if "dp" in document else ""
     out.print(f"Wrote the summary of {len(entries)} task(s){privacy} to {output}; "
               "it holds no row of the data.")
@@ -417,17 +418,18 @@ def sensitivity(
     result.to_html(output)
     flagged = result.flagged
     if len(flagged):
-        out.print(f"[yellow]Power-scaling flags {len(flagged)} quantit"
-                  f"{'y' if len(flagged) == 1 else 'ies'}:[/yellow] " + escape(", ".join(
-                      f"{v} ({d})" for v, d in zip(flagged["variable"], flagged["diagnosis"],
-                                                   strict=True))))
+        out.print(Text.assemble(
+            (f"Power-scaling flags {len(flagged)} quantit"
+             f"{'y' if len(flagged) == 1 else 'ies'}:", "yellow"),
+            " " + ", ".join(f"{v} ({d})" for v, d in zip(flagged["variable"],
+                                                         flagged["diagnosis"], strict=True))))
     else:
-        out.print("[green]Power-scaling: no prior or likelihood sensitivity flagged.[/green]")
+        out.print("Power-scaling: no prior or likelihood sensitivity flagged.", style="green")
     for message in result.messages:
-        out.print(f"  - {escape(message)}")
+        out.print(f"  - {message}")
     if result.loo_influence is not None:
         top = result.loo_influence.sort_values("rank").iloc[0]
-        out.print(f"Most influential task: {escape(str(top['task']))} (influence "
+        out.print(f"Most influential task: {top['task']} (influence "
                   f"{top['influence']:.2f} posterior sd, {top['method']})")
     if csv_dir is not None:
         from bayesfuse._io import atomic_write_text

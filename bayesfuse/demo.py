@@ -24,6 +24,8 @@ def run_demo(outdir: Path, learner: str, folds: int, draws: int, warmup: int, se
     effects on reading and math in each grade of ``grades`` (p = 2 per grade, joint
     covariance from stage 1), and print the similarity structure the model learned.
     """
+    from rich.text import Text
+
     from bayesfuse.datasets import STAR_COVARIATES, star_analysis_frame, star_vector_frame
     from bayesfuse.errors import CliUsageError, ConvergenceWarning
     from bayesfuse.fusion import fuse
@@ -35,21 +37,21 @@ def run_demo(outdir: Path, learner: str, folds: int, draws: int, warmup: int, se
     if scalar:
         frame = star_analysis_frame("k")
         outcome: str | list[str] = "score"
-        console.print(
-            f"[bold]Tennessee STAR, kindergarten[/bold]: {len(frame)} students in "
-            f"{frame['school'].nunique()} schools; small class (treatment = 1) vs regular "
-            "class; outcome: reading + math score standardised by the regular classes."
-        )
+        console.print(Text.assemble(
+            ("Tennessee STAR, kindergarten", "bold"),
+            f": {len(frame)} students in {frame['school'].nunique()} schools; small class "
+            "(treatment = 1) vs regular class; outcome: reading + math score standardised "
+            "by the regular classes."))
     else:
         grade_list = [g.strip() for g in grades.split(",") if g.strip()]
         frame = star_vector_frame(grade_list)
         outcome = list(frame.attrs["outcomes"])
-        console.print(
-            f"[bold]Tennessee STAR, grades {', '.join(grade_list)}[/bold]: {len(frame)} "
-            f"students in {frame['school'].nunique()} schools, assigned in kindergarten to a "
-            f"small or regular class; θ per school = effects on {', '.join(outcome)} "
-            f"(p = {len(outcome)}), standardised by the regular classes."
-        )
+        console.print(Text.assemble(
+            (f"Tennessee STAR, grades {', '.join(grade_list)}", "bold"),
+            f": {len(frame)} students in {frame['school'].nunique()} schools, assigned in "
+            f"kindergarten to a small or regular class; θ per school = effects on "
+            f"{', '.join(outcome)} (p = {len(outcome)}), standardised by the regular "
+            "classes."))
     # class type was randomised within school: a logistic propensity model suffices, and
     # a flexible classifier on ~45 pupils would only add noise to the AIPW weights
     learners = {"outcome": learner, "propensity": "linear"}
@@ -84,19 +86,19 @@ def run_demo(outdir: Path, learner: str, folds: int, draws: int, warmup: int, se
 def _print_structure(console: Any, name: str, table: Any, max_rows: int = 20) -> None:
     """A family's structure output (clusters, edges...) as a rich table."""
     import pandas as pd
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     if not isinstance(table, pd.DataFrame) or table.empty:
         return
     if name == "clustering" and {"task", "cluster"} <= set(table.columns):
-        console.print("[bold]Schools that cluster together[/bold] (point clustering "
-                      "minimising the posterior expected Binder loss):")
+        console.print(Text.assemble(("Schools that cluster together", "bold"),
+                                    " (point clustering minimising the posterior expected "
+                                    "Binder loss):"))
         for cluster, members in table.groupby("cluster", sort=True):
             support = members["p_with_mates"].mean()
             console.print(f"  cluster {cluster} ({len(members)} schools, mean co-clustering "
-                          f"with mates {support:.2f}): "
-                          f"{escape(', '.join(map(str, members['task'])))}")
+                          f"with mates {support:.2f}): {', '.join(map(str, members['task']))}")
         return
     shown = table.head(max_rows)
     out = Table(title=f"{name} (first {len(shown)} of {len(table)} rows)"
@@ -104,10 +106,10 @@ def _print_structure(console: Any, name: str, table: Any, max_rows: int = 20) ->
     index_name = shown.index.name or ""
     show_index = not isinstance(shown.index, pd.RangeIndex)
     if show_index:
-        out.add_column(escape(str(index_name)))
+        out.add_column(str(index_name))
     for column in shown.columns:
-        out.add_column(escape(str(column)), justify="right")
+        out.add_column(str(column), justify="right")
     for label, row in shown.iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row.tolist()]
-        out.add_row(*([escape(str(label))] if show_index else []), *cells)
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        out.add_row(*([str(label)] if show_index else []), *cells)
     console.print(out)
