@@ -115,13 +115,20 @@ def simulate_rows(theta: np.ndarray, sizes: np.ndarray, rng: np.random.Generator
 
 
 # ---------------------------------------------------------------------- stage 2
-def _bayes_method(family: str, chains: int, warmup: int, draws: int,
-                  seed: int) -> Callable[[bf.TaskEstimates], tuple[np.ndarray, ...]]:
+def _bayes_method(family: str, chains: int, warmup: int, draws: int, seed: int,
+                  priors: dict[str, str] | None = None, options: dict | None = None,
+                  ) -> Callable[[bf.TaskEstimates], tuple[np.ndarray, ...]]:
+    """A runner: estimates -> posterior mean and 95% interval of θ_j, shape (K,) each.
+
+    ``priors`` and ``options`` default to the study's (:data:`PRIORS`; metareg on z).
+    """
     alpha = (1 - CI_PROB) / 2
+    priors = PRIORS[family] if priors is None else priors
+    if options is None:
+        options = {"covariates": ["z"]} if family == "metareg" else {}
 
     def run(est: bf.TaskEstimates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        options = {"covariates": ["z"]} if family == "metareg" else {}
-        fit = bf.fuse(est, model=family, priors=PRIORS[family], chains=chains, draws=draws,
+        fit = bf.fuse(est, model=family, priors=priors, chains=chains, draws=draws,
                       warmup=warmup, seed=seed, chain_method="sequential", warn=False,
                       **options)
         theta = fit.idata.posterior["theta"].transpose("chain", "draw", "task", "param")
