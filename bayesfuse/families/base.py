@@ -28,6 +28,7 @@ import numpy as np
 
 from bayesfuse.errors import SpecError
 from bayesfuse.estimates import TaskEstimates
+from bayesfuse.families._gaussian import gaussian_logpdf
 from bayesfuse.priors import Prior, PriorBlock, format_number, stacked_args
 
 __all__ = ["Family", "FAMILIES", "register", "get_family", "block_distribution", "DataScale"]
@@ -261,17 +262,12 @@ def correlation_of_theta(result: Any) -> np.ndarray:
 
 
 def mvn_logpdf(x: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
-    """Batched multivariate normal log density via Cholesky, shapes (..., p) -> (...)."""
-    if x.shape[-1] == 1:  # scalar fast path: no batched 1x1 factorisations
-        var = cov[..., 0, 0]
-        diff = (x - mean)[..., 0]
-        return -0.5 * (diff**2 / var + jnp.log(2 * jnp.pi * var))
-    chol = jnp.linalg.cholesky(cov)
-    diff = x - mean
-    sol = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
-    p = x.shape[-1]
-    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return -0.5 * (jnp.sum(sol**2, axis=-1) + logdet + p * jnp.log(2 * jnp.pi))
+    """Batched multivariate normal log density, shapes (..., p) -> (...).
+
+    See :func:`bayesfuse.families._gaussian.gaussian_logpdf` (element-wise factorisation
+    with a closed-form derivative for p ≤ 8, LAPACK above).
+    """
+    return gaussian_logpdf(x - mean, cov)
 
 
 def gaussian_conditional_draw(key: jax.Array, mean: jax.Array, prior_chol: jax.Array,

@@ -73,11 +73,11 @@ import pandas as pd
 from jax.scipy.special import betaln
 
 from bayesfuse.errors import SpecError
+from bayesfuse.families._gaussian import gaussian_logpdf
 from bayesfuse.families.base import (
     Family,
     block_distribution,
     gaussian_conditional_draw,
-    mvn_logpdf,
     pooling_weight_gaussian,
     register,
 )
@@ -516,35 +516,6 @@ class Cluster(Family):
 
 
 # ---------------------------------------------------------------------- likelihood
-#: the Cholesky factor and triangular solve are unrolled up to this dimension
-UNROLL_MAX_P = 8
-
-
-def gaussian_logpdf(resid: jax.Array, cov: jax.Array) -> jax.Array:
-    """log N(resid; 0, cov), batched, shapes (..., p) and (..., p, p) -> (...).
-
-    For p ≤ :data:`UNROLL_MAX_P` the Cholesky factor and the forward solve are written out
-    as element-wise operations over the batch (batched LAPACK calls on tiny matrices are
-    slow on CPU, and this runs inside every gradient of the collapsed likelihood).
-    """
-    n_params = resid.shape[-1]
-    if n_params > UNROLL_MAX_P:
-        return mvn_logpdf(resid, jnp.zeros_like(resid), cov)
-    chol: list[list[Any]] = [[None] * n_params for _ in range(n_params)]
-    for j in range(n_params):
-        chol[j][j] = jnp.sqrt(cov[..., j, j] - sum(chol[j][k] ** 2 for k in range(j)))
-        for i in range(j + 1, n_params):
-            chol[i][j] = (cov[..., i, j] - sum(chol[i][k] * chol[j][k] for k in range(j))) \
-                / chol[j][j]
-    solved: list[Any] = []
-    for i in range(n_params):
-        partial = resid[..., i] - sum(chol[i][k] * solved[k] for k in range(i))
-        solved.append(partial / chol[i][i])
-    mahalanobis = sum(y**2 for y in solved)
-    log_det = 2 * sum(jnp.log(chol[j][j]) for j in range(n_params))
-    return -0.5 * (mahalanobis + log_det + n_params * jnp.log(2 * jnp.pi))
-
-
 def component_loglik(theta_hat: jax.Array, mu: jax.Array, cluster_cov: jax.Array,
                      cov: jax.Array) -> jax.Array:
     """log N(θ̂ₖ; μ_c, T_c + Vₖ) for all tasks and components.
