@@ -364,8 +364,9 @@ def test_many_tasks_use_sticks_and_recover_clusters():
 
     Known weakness, measured 2026-12-02 at these short settings (300 + 300): the number of
     clusters' R-hat passes 1.01 in 3 of seeds 6-9 with the previous Gaussian code and 2 of 4
-    with the current one (1.005-1.026: each chain keeps the order of the sticks it found
-    in warmup; see issue 3). This seed passes with both."""
+    with the current one (1.005-1.026; the chains differ in leapfrog steps, 31-252 per
+    iteration, as where each keeps its own order of the sticks; see issue 3). This seed
+    passes with both."""
     est, truth, theta = clustered_estimates(per=20, seed=5)
     fit = bf.fuse(est, model="cluster", seed=7, **SHORT)
     assert fit.family.size_biased
