@@ -233,6 +233,32 @@ class Family(ABC):
         """
         return None
 
+    #: whether :meth:`warmup_relabel` is applied in warmup
+    relabels_in_warmup: ClassVar[bool] = False
+
+    def warmup_relabel(self, z: dict[str, jax.Array]
+                       ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        """A relabelling of the unconstrained state, applied once in warmup.
+
+        For families whose posterior has modes that NUTS cannot cross but a relabelling
+        maps onto each other (the orderings of stick-breaking weights, which fit the data
+        equally well but carry different prior mass), the sampler moves each chain, at
+        the end of the warmup window before the last slow one, to the relabelling the
+        family prefers (see :class:`bayesfuse.sampler._RelabellingNUTS`). Warmup draws are
+        discarded and sampling is plain NUTS; what changes is the mode each chain starts
+        sampling in. Used only when :attr:`relabels_in_warmup` is true.
+
+        Returns
+        -------
+        z_relabelled : dict
+            Same structure and shapes as ``z``.
+        site_order : dict
+            For each site whose coordinates trade places, an integer array of the site's
+            shape holding at each position the (within-site, flat) index of the element
+            that moved there; the sampler rearranges the adapted mass matrix likewise.
+        """
+        raise NotImplementedError
+
     def new_task_covariates(self, covariates: Any) -> jax.Array | None:
         """Validate covariates given for a new task (families without covariates: none)."""
         if covariates is not None:

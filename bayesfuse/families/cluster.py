@@ -28,6 +28,12 @@ How NUTS sees the weights (option ``weight_order``; the prior is the same either
   by α for the empty ones. Components keep their roles (the first sticks hold the large
   clusters), so the step size fits both kinds; far fewer leapfrog steps once the clusters
   are well determined, slower moves between merged and split partitions with few tasks.
+  Each *ordering* of the components is then its own posterior mode (NUTS cannot carry a
+  cluster's weight and parameters past another's), of prior mass Π_c π_c / (π_c + … + π_C)
+  in size-biased order: high with the large weights first, tiny with an empty component in
+  front of an occupied one. So warmup sorts each chain's components by decreasing weight
+  once, before its last mass-matrix window (:meth:`Cluster.warmup_relabel`); a chain no
+  longer samples with an empty component stuck in front, which biased α upwards.
 * ``"auto"`` (default): size-biased from :data:`SIZE_BIASED_MIN_TASKS` tasks on.
 
 The DP's sticks are always sampled as :class:`CloglogBeta` variables.
@@ -278,6 +284,40 @@ class Cluster(Family):
             shape = concentration / n_comp  # e₀
             return 1.0 + shape, shape * jnp.arange(n_comp - 1, 0, -1)
         return jnp.ones(()), jnp.full(n_comp - 1, concentration)
+
+    @property
+    def relabels_in_warmup(self) -> bool:  # type: ignore[override]
+        """With sticks, warmup puts the components in order of decreasing weight (once).
+
+        Ordered sticks make each ordering of the components its own posterior mode, of mass
+        (size-biased sampling) Π_c π_c / (π_c + π_{c+1} + … + π_C): high with the large
+        weights first, tiny with an empty component in front of an occupied one. NUTS cannot
+        carry a cluster's weight and parameters past another's, so without help a chain
+        keeps the order it happened to settle in, and a chain that settled with empty
+        components in front samples the wrong region (measured on the STAR grades K–3
+        estimates, 63 schools, p = 8: the one occupied cluster in position 3 or 2, α means
+        0.72 and 0.53 by chain against 0.35 with the cluster first, R-hat 1.036). With the
+        relabelling (2026-12-02): α 0.340 against 0.355 by quadrature given one cluster,
+        R-hat 1.003, diagnostics pass. What it leaves: a chain keeps one order of occupied
+        clusters of similar weight (which weighs their weights by that order's size-biased
+        probability, a small effect when they are well determined), and a chain can still
+        sit in a split partition, one group covered by two components, which R-hat on the
+        number of clusters reports.
+        """
+        return self.size_biased
+
+    def warmup_relabel(self, z: dict[str, jax.Array]
+                       ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        """The components sorted by decreasing weight: their sticks, μ_c and τ_c."""
+        log_weights = stick_log_weights(z["stick"])
+        order = jnp.argsort(-log_weights)  # stable: ties keep their order
+        moved = dict(z, stick=log_weights_to_stick(log_weights[order]), mu=z["mu"][order])
+        index = jnp.arange(z["mu"].size).reshape(z["mu"].shape)
+        site_order = {"mu": index[order]}
+        if not self.options["shared_scale"]:
+            moved["tau"] = z["tau"][order]
+            site_order["tau"] = jnp.arange(z["tau"].size).reshape(z["tau"].shape)[order]
+        return moved, site_order
 
     def _log_weights(self, concentration: jax.Array) -> jax.Array:
         """Sample the weight sites and return log π, shape (C,)."""
@@ -549,6 +589,18 @@ def stick_log_weights(stick: jax.Array) -> jax.Array:
     before = jnp.concatenate(
         [jnp.zeros(stick.shape[:-1] + (1,)), log_remaining[..., :-1]], axis=-1)
     return jnp.concatenate([log_stick + before, log_remaining[..., -1:]], axis=-1)
+
+
+def log_weights_to_stick(log_weights: jax.Array) -> jax.Array:
+    """The inverse of :func:`stick_log_weights` in log space: η (..., C − 1) from log π (..., C).
+
+    With R_c = π_c + … + π_C (what is left before stick c), 1 − v_c = R_{c+1} / R_c, so
+    u_c = −log(1 − v_c) = log(1 + π_c / R_{c+1}) = softplus(log π_c − log R_{c+1}) and
+    η_c = log u_c, accurate for weights far below the smallest double's square root.
+    """
+    log_rest = jax.lax.cumlogsumexp(log_weights, axis=log_weights.ndim - 1, reverse=True)
+    diff = log_weights[..., :-1] - log_rest[..., 1:]  # log π_c − log R_{c+1}
+    return jnp.where(diff < -30.0, diff, jnp.log(jax.nn.softplus(jnp.maximum(diff, -30.0))))
 
 
 def weights_to_stick(weights: np.ndarray) -> np.ndarray:
