@@ -311,12 +311,11 @@ class Cluster(Family):
         """The components sorted by decreasing weight: their sticks, μ_c and τ_c."""
         log_weights = stick_log_weights(z["stick"])
         order = jnp.argsort(-log_weights)  # stable: ties keep their order
-        moved = dict(z, stick=log_weights_to_stick(log_weights[order]), mu=z["mu"][order])
-        index = jnp.arange(z["mu"].size).reshape(z["mu"].shape)
-        site_order = {"mu": index[order]}
-        if not self.options["shared_scale"]:
-            moved["tau"] = z["tau"][order]
-            site_order["tau"] = jnp.arange(z["tau"].size).reshape(z["tau"].shape)[order]
+        per_component = ["mu"] if self.options["shared_scale"] else ["mu", "tau"]
+        moved = dict(z, stick=log_weights_to_stick(log_weights[order]))
+        moved.update({name: z[name][order] for name in per_component})
+        site_order = {name: jnp.arange(z[name].size).reshape(z[name].shape)[order]
+                      for name in per_component}
         return moved, site_order
 
     def _log_weights(self, concentration: jax.Array) -> jax.Array:
@@ -599,16 +598,19 @@ def log_weights_to_stick(log_weights: jax.Array) -> jax.Array:
     η_c = log u_c, accurate for weights far below the smallest double's square root.
     """
     log_rest = jax.lax.cumlogsumexp(log_weights, axis=log_weights.ndim - 1, reverse=True)
-    diff = log_weights[..., :-1] - log_rest[..., 1:]  # log π_c − log R_{c+1}
-    return jnp.where(diff < -30.0, diff, jnp.log(jax.nn.softplus(jnp.maximum(diff, -30.0))))
+    return _log_softplus(log_weights[..., :-1] - log_rest[..., 1:])  # of log π_c − log R_{c+1}
+
+
+def _log_softplus(x: jax.Array) -> jax.Array:
+    """log(log(1 + eˣ)), which is x itself once eˣ is negligible (no underflow to −∞)."""
+    return jnp.where(x < -30.0, x, jnp.log(jax.nn.softplus(jnp.maximum(x, -30.0))))
 
 
 def weights_to_stick(weights: np.ndarray) -> np.ndarray:
     """The inverse of :func:`stick_log_weights`: η of shape (..., C − 1) from π (..., C)."""
-    weights = np.asarray(weights, dtype=float)
-    rest = 1.0 - np.cumsum(weights[..., :-1], axis=-1)  # Π_{j<=c} (1 − v_j)
-    before = np.concatenate([np.ones(weights.shape[:-1] + (1,)), rest[..., :-1]], axis=-1)
-    return np.log(-np.log(rest / before))
+    with np.errstate(divide="ignore"):  # a zero weight: log π = −∞, η = −∞ (v = 0)
+        log_weights = np.log(np.asarray(weights, dtype=float))
+    return np.asarray(log_weights_to_stick(jnp.asarray(log_weights)))
 
 
 class CloglogBeta(dist.Distribution):
@@ -652,9 +654,7 @@ class CloglogBeta(dist.Distribution):
         log_a = jnp.log(jax.random.gamma(k_a, self.a, shape))
         log_b = (jnp.log(jax.random.gamma(k_b, self.b + 1.0, shape))
                  + jnp.log(jax.random.uniform(k_u, shape, minval=1e-300)) / self.b)
-        diff = log_a - log_b
-        # u = log(1 + e^diff); η = log u, which is diff itself once e^diff is negligible
-        return jnp.where(diff < -30.0, diff, jnp.log(jax.nn.softplus(jnp.maximum(diff, -30.0))))
+        return _log_softplus(log_a - log_b)  # u = log(1 + G_a / G_b); η = log u
 
 
 class CollapsedMixture(dist.Distribution):
