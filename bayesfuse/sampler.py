@@ -125,9 +125,11 @@ class _RelabellingNUTS(NUTS):
     whatever happened in warmup.
 
     Measured (2026-12-02, cluster with size-biased sticks, ``benchmarks/families.py`` data,
-    4 × (1000 + 1000)): relabelling once there passed the diagnostics in 6 of 6 seeds at
-    K = 200, 3 of 3 at K = 500 and 1 of 1 at K = 1,000, against 4/6, 2/3 and 0/1 without;
-    relabelling at the end of *every* early window passed 5/6, 2/3 and 0/1. At 300 + 300
+    4 × (1000 + 1000)): relabelling once there passed the diagnostics in 3 of 4 runs at
+    K = 100, 6/6 at K = 200, 4/4 at K = 500 and 2/2 at K = 1,000, against 2/4, 4/6, 2/3
+    and 0/1 without; relabelling at the end of *every* early window passed 1/1, 5/6, 2/3
+    and 0/1. The failures left are chains in a split partition (one group covered by two
+    components), which no relabelling changes. At 300 + 300
     on one cluster of 80 tasks, 2 of 16 seeds had a chain with divergences, with or
     without it (every early window: 0 of 16).
     """
