@@ -14,6 +14,10 @@ so reverse mode costs one element-wise product with (a aᵀ − S⁻¹) per inpu
 Measured (2026-12-02, one CPU core, value + gradient of the cluster likelihood, C = 10):
 p = 8, K = 63: 2.03 ms → 0.53 ms; p = 8, K = 500: 65.2 → 3.4 ms; p = 4, K = 500:
 1.52 → 0.65 ms; p = 2, K = 500: 0.27 ms either way (LAPACK autodiff: 9.8, 3.6, 1.8 ms).
+
+For scalar θ the cluster family's whole likelihood, log Σ_c π_c N(θ̂ₖ; μ_c, T_c + Vₖ), is
+one function with a closed-form derivative (:func:`normal_mixture_logpdf`), laid out
+components × tasks so that the vectorised axis is the long one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["gaussian_logpdf", "UNROLL_MAX_P"]
+__all__ = ["gaussian_logpdf", "normal_mixture_logpdf", "UNROLL_MAX_P"]
 
 #: up to this dimension the factorisation is written out element-wise; above, LAPACK
 UNROLL_MAX_P = 8
@@ -112,3 +116,65 @@ def _unrolled_logpdf_jvp(primals, tangents):
     a = jnp.stack(precision_resid, axis=-1)
     coef = 0.5 * (a[..., :, None] * a[..., None, :] - precision)  # ∂ value / ∂S
     return value, -jnp.sum(a * d_resid, axis=-1) + jnp.sum(coef * d_cov, axis=(-2, -1))
+
+
+@jax.custom_jvp
+def normal_mixture_logpdf(log_weights: jax.Array, loc: jax.Array, scale_var: jax.Array,
+                          value: jax.Array, noise_var: jax.Array) -> jax.Array:
+    """log Σ_c π_c N(xₖ; m_c, s_c + vₖ) for scalar xₖ, one value per k.
+
+    The derivative is written in closed form with the responsibilities
+    r_kc = π_c N(xₖ; m_c, s_c + vₖ) / Σ_j π_j N(xₖ; m_j, s_j + vₖ) and
+    a_kc = (xₖ − m_c) / (s_c + vₖ):
+
+        ∂/∂log π_c = r_kc,  ∂/∂m_c = r_kc a_kc,  ∂/∂s_c = ½ r_kc (a_kc² − 1/(s_c + vₖ)),
+
+    (and ∂/∂xₖ, ∂/∂vₖ likewise), so the reverse pass costs a few products on the
+    C × K arrays the value already made. Measured (2026-12-02, one CPU core, float64,
+    C = 10, value and gradient inside a compiled loop): K = 1,000 59 µs against 173 µs for
+    autodiff through :func:`gaussian_logpdf` and ``logsumexp``; a leapfrog step of NUTS on
+    the whole cluster model (one chain, fixed step size) 136 µs against 203 µs.
+
+    Parameters
+    ----------
+    log_weights : array of shape (C,)
+        log π_c, −∞ allowed (an empty component).
+    loc : array of shape (C,)
+        m_c.
+    scale_var : array of shape (C,)
+        s_c > 0 (the components' variances T_c).
+    value : array of shape (K,)
+        xₖ (θ̂ₖ).
+    noise_var : array of shape (K,)
+        vₖ > 0 (the tasks' sampling variances Vₖ).
+
+    Returns
+    -------
+    array of shape (K,)
+    """
+    return _mixture_parts(log_weights, loc, scale_var, value, noise_var)[0]
+
+
+def _mixture_parts(log_weights, loc, scale_var, value, noise_var):
+    """The value (K,), responsibilities r, standardised residuals a and 1/(s + v), (C, K)."""
+    total = scale_var[:, None] + noise_var[None, :]  # s_c + vₖ
+    inv_total = 1.0 / total
+    resid = value[None, :] - loc[:, None]
+    scaled = resid * inv_total  # a_kc
+    log_joint = log_weights[:, None] - 0.5 * (resid * scaled + jnp.log(2 * jnp.pi * total))
+    top = jnp.max(log_joint, axis=0)
+    shifted = jnp.exp(log_joint - top)
+    norm = jnp.sum(shifted, axis=0)
+    return top + jnp.log(norm), shifted / norm, scaled, inv_total
+
+
+@normal_mixture_logpdf.defjvp
+def _normal_mixture_logpdf_jvp(primals, tangents):
+    d_log_weights, d_loc, d_scale_var, d_value, d_noise_var = tangents
+    value, resp, scaled, inv_total = _mixture_parts(*primals)
+    by_loc = resp * scaled  # ∂ / ∂m_c, (C, K)
+    by_var = 0.5 * resp * (scaled * scaled - inv_total)  # ∂ / ∂s_c = ∂ / ∂vₖ per component
+    d_out = (jnp.sum(resp * d_log_weights[:, None] + by_loc * d_loc[:, None]
+                     + by_var * d_scale_var[:, None], axis=0)
+             - d_value * jnp.sum(by_loc, axis=0) + d_noise_var * jnp.sum(by_var, axis=0))
+    return value, d_out

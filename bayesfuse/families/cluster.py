@@ -79,7 +79,7 @@ import pandas as pd
 from jax.scipy.special import betaln
 
 from bayesfuse.errors import SpecError
-from bayesfuse.families._gaussian import gaussian_logpdf
+from bayesfuse.families._gaussian import gaussian_logpdf, normal_mixture_logpdf
 from bayesfuse.families.base import (
     Family,
     block_distribution,
@@ -677,6 +677,10 @@ class CollapsedMixture(dist.Distribution):
                          validate_args=validate_args)
 
     def log_prob(self, value):
+        if value.ndim == 2 and value.shape[-1] == 1:  # scalar θ: closed-form derivative
+            return normal_mixture_logpdf(self.log_weights, self.mu[:, 0],
+                                         self.cluster_cov[:, 0, 0], value[:, 0],
+                                         self.cov[:, 0, 0])
         log_joint = self.log_weights + component_loglik(value, self.mu, self.cluster_cov,
                                                         self.cov)
         return jax.nn.logsumexp(log_joint, axis=-1)
