@@ -305,7 +305,7 @@ def postprocess_batch(family: Family, data: Mapping[str, Any], total: int) -> in
 
 
 #: XLA options for programs that run once and briefly: compile time dominates them.
-#: Measured (2026-12-02, cluster, K = 60, 4 × 1000 draws, first fit): prior draws 6.8 → 4.3 s,
+#: Measured (2026-12-02, cluster, K = 60, 4 × 1000 draws, first fit): prior draws 6.8 → 3.7 s,
 #: per-draw map 9.8 → 2.9 s with the same draws (its run 0.25 → 0.47 s). At K = 999 the
 #: per-draw map got slower (6.8 → 8.0 s; 40 million task elements × draws, counting the
 #: cluster family's C = 10 components), so it compiles this way only for small fits.
@@ -314,9 +314,14 @@ QUICK_COMPILE = {"xla_backend_optimization_level": 0}
 QUICK_COMPILE_MAX_WORK = 10_000_000
 
 
-def _postprocess_fn(family: Family, collapsed: bool, batch: int, quick: bool = False):
-    """A jitted map over draws of the exact per-draw computations (``quick``: compiled
-    with :data:`QUICK_COMPILE`)."""
+def _postprocess_fn(family: Family, collapsed: bool, data: Mapping[str, Any], total: int,
+                    quick: bool | None = None):
+    """A jitted map over ``total`` draws of the exact per-draw computations, in batches
+    of :func:`postprocess_batch`; compiled with :data:`QUICK_COMPILE` when ``quick`` (by
+    default when the work is at most :data:`QUICK_COMPILE_MAX_WORK`)."""
+    batch = postprocess_batch(family, data, total)
+    if quick is None:
+        quick = data["theta_hat"].size * family.draw_cost * total <= QUICK_COMPILE_MAX_WORK
 
     def run(draws, keys, data):
         def one(args):
@@ -336,11 +341,6 @@ def _postprocess_fn(family: Family, collapsed: bool, batch: int, quick: bool = F
         return jax.lax.map(one, (draws, keys), batch_size=batch)
 
     return jax.jit(run, compiler_options=QUICK_COMPILE if quick else None)
-
-
-def _quick_postprocess(family: Family, data: Mapping[str, Any], total: int) -> bool:
-    """Whether the per-draw map is small enough to compile with :data:`QUICK_COMPILE`."""
-    return data["theta_hat"].size * family.draw_cost * total <= QUICK_COMPILE_MAX_WORK
 
 
 def run_exact(family: Family, config: SamplerConfig, seed: int,
@@ -368,9 +368,7 @@ def run_exact(family: Family, config: SamplerConfig, seed: int,
     start = time.perf_counter()
     flat = {k: jnp.asarray(v) for k, v in samples.items()}
     keys = jax.random.split(key_post, n_chains * n_draws)
-    batch = postprocess_batch(family, data, n_chains * n_draws)
-    post = _postprocess_fn(family, True, batch,
-                           _quick_postprocess(family, data, n_chains * n_draws))
+    post = _postprocess_fn(family, True, data, n_chains * n_draws)
     theta, loglik, weight, predictive, extras = post(flat, keys, data)
 
     def by_chain(x):
@@ -429,9 +427,7 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     total = n_chains * n_draws
     keys = jax.random.split(key_post, total)
     if entry["post"] is None:
-        batch = postprocess_batch(entry["family"], data, total)
-        entry["post"] = _postprocess_fn(entry["family"], collapsed, batch,
-                                        _quick_postprocess(entry["family"], data, total))
+        entry["post"] = _postprocess_fn(entry["family"], collapsed, data, total)
     theta, loglik, weight, predictive, extras = entry["post"](flat, keys, data)
     jax.block_until_ready((theta, loglik, weight, predictive, extras))
 

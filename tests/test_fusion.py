@@ -290,12 +290,11 @@ def test_quickly_compiled_programs_give_the_same_numbers(model):
                         rng.uniform(0.05, 0.2, 12))
     _, _, family = prepare(est, model)
     data = {k: np.asarray(v) for k, v in family.data().items()}
-    assert sampler._quick_postprocess(family, data, 4000)
     prior, _ = sampler._prior_draws(family, data, jax.random.PRNGKey(0), 64)
     draws = {k: jnp.asarray(v[0]) for k, v in prior.items() if k != "theta"}
     keys = jax.random.split(jax.random.PRNGKey(1), 64)
-    quick = sampler._postprocess_fn(family, True, 64, quick=True)(draws, keys, data)
-    optimised = sampler._postprocess_fn(family, True, 64, quick=False)(draws, keys, data)
+    quick = sampler._postprocess_fn(family, True, data, 64)(draws, keys, data)  # small
+    optimised = sampler._postprocess_fn(family, True, data, 64, quick=False)(draws, keys, data)
     for got, want in zip(jax.tree.leaves(quick), jax.tree.leaves(optimised), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     # and the prior draws themselves against an optimised compilation of the same program

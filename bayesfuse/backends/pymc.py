@@ -40,7 +40,6 @@ from bayesfuse.sampler import (  # also enables JAX x64
     Draws,
     _postprocess_fn,
     _prior_draws,
-    postprocess_batch,
 )
 from bayesfuse.spec import SamplerConfig
 
@@ -176,8 +175,7 @@ def run_pymc(family: Family, config: SamplerConfig, seed: int, collapsed: bool =
     total = n_chains * n_draws
     flat = {k: jnp.reshape(jnp.asarray(v), (total,) + v.shape[2:]) for k, v in posterior.items()}
     keys = jax.random.split(key_post, total)
-    batch = postprocess_batch(family, data, total)
-    post = _postprocess_fn(family, collapsed, batch)
+    post = _postprocess_fn(family, collapsed, data, total)
     theta, loglik, weight, predictive, extras = post(flat, keys, data)
 
     def by_chain(x: Any) -> np.ndarray:
