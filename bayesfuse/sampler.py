@@ -299,9 +299,13 @@ def _init_params(entry: Mapping[str, Any], collapsed: bool, data: Mapping[str, n
 
 def postprocess_batch(family: Family, data: Mapping[str, Any], total: int) -> int:
     """How many draws the per-draw map handles at once: about 2 million task elements
-    (K·p times the family's ``draw_cost``) per batch, so that memory stays bounded."""
+    (K·p times the family's ``draw_cost``) per batch, so that memory stays bounded, and
+    at most the family's ``max_draw_batch``."""
     per_draw = max(1, data["theta_hat"].size * family.draw_cost)
-    return int(min(total, max(1, 2_000_000 // per_draw)))
+    batch = min(total, max(1, 2_000_000 // per_draw))
+    if family.max_draw_batch is not None:
+        batch = min(batch, family.max_draw_batch)
+    return int(batch)
 
 
 #: XLA options for programs that run once and briefly: compile time dominates them.

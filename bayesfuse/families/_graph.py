@@ -32,6 +32,7 @@ import numpyro.distributions as dist
 import pandas as pd
 
 from bayesfuse.errors import SpecError
+from bayesfuse.families import _blocktri
 
 __all__ = [
     "parse_edges",
@@ -43,6 +44,7 @@ __all__ = [
     "scale_and_log_det",
     "mean_marginal_variance",
     "GraphGaussian",
+    "dense_graph",
     "collapsed_loglik",
     "conditional_draw",
     "conditional_blocks",
@@ -349,9 +351,12 @@ def collapsed_loglik(resid: jax.Array, graph: jax.Array, prior_chol: jax.Array,
     return -0.5 * (total + n_tasks * n_params * LOG_2PI)
 
 
-def conditional_draw(key: jax.Array, resid: jax.Array, graph: jax.Array,
+def conditional_draw(key: jax.Array, resid: jax.Array, graph: Any,
                      prior_chol: jax.Array, cov_inv: jax.Array) -> jax.Array:
-    """One exact draw of u | θ̂, φ ~ N(H⁻¹ V⁻¹ r, H⁻¹), shape (K, p)."""
+    """One exact draw of u | θ̂, φ ~ N(H⁻¹ V⁻¹ r, H⁻¹), shape (K, p); G dense or in
+    block form."""
+    if isinstance(graph, _blocktri.BlockGraph):
+        return _blocktri.conditional_draw(key, resid, graph, prior_chol, cov_inv)
     chol_post = jnp.linalg.cholesky(_posterior_precision(graph, prior_chol, cov_inv))
     scaled = jnp.einsum("kij,kj->ki", cov_inv, resid).reshape(-1)
     mean = jax.scipy.linalg.cho_solve((chol_post, True), scaled)
@@ -360,14 +365,15 @@ def conditional_draw(key: jax.Array, resid: jax.Array, graph: jax.Array,
     return (mean + noise).reshape(resid.shape)
 
 
-def conditional_blocks(resid: jax.Array, graph: jax.Array, prior_chol: jax.Array,
+def conditional_blocks(resid: jax.Array, graph: Any, prior_chol: jax.Array,
                        cov_inv: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-task leave-one-out log densities and pooling weights.
+    """Per-task leave-one-out log densities and pooling weights; G dense or in block form.
 
     ``loo[k] = log p(θ̂ₖ | θ̂₋ₖ, φ)``: with Λ = (P⁻¹ + V)⁻¹ = V⁻¹ − V⁻¹H⁻¹V⁻¹ and
     g = Λ r, θ̂ₖ | θ̂₋ₖ has precision Λₖₖ and mean θ̂ₖ − Λₖₖ⁻¹ gₖ. ``pooling[k]`` is
     diag(I − (H⁻¹)ₖₖ Vₖ⁻¹), the weight the fused mean of task k gives to everything but
-    its own estimate. Needs the diagonal blocks of H⁻¹ (one triangular inverse).
+    its own estimate. Needs the diagonal blocks of H⁻¹ (one triangular inverse, or the
+    selected inversion of the block form).
 
     Returns
     -------
@@ -375,13 +381,17 @@ def conditional_blocks(resid: jax.Array, graph: jax.Array, prior_chol: jax.Array
     pooling : array of shape (K, p)
     """
     n_tasks, n_params = resid.shape
-    chol_post = jnp.linalg.cholesky(_posterior_precision(graph, prior_chol, cov_inv))
-    chol_inv = jax.scipy.linalg.solve_triangular(
-        chol_post, jnp.eye(n_tasks * n_params), lower=True).reshape(-1, n_tasks, n_params)
-    post_blocks = jnp.einsum("mki,mkj->kij", chol_inv, chol_inv)  # (H⁻¹)ₖₖ
-    scaled = jnp.einsum("kij,kj->ki", cov_inv, resid)
-    post_mean = jax.scipy.linalg.cho_solve((chol_post, True), scaled.reshape(-1))
-    post_mean = post_mean.reshape(n_tasks, n_params)
+    if isinstance(graph, _blocktri.BlockGraph):
+        post_blocks, post_mean = _blocktri.posterior_blocks_and_mean(resid, graph, prior_chol,
+                                                                     cov_inv)
+    else:
+        chol_post = jnp.linalg.cholesky(_posterior_precision(graph, prior_chol, cov_inv))
+        chol_inv = jax.scipy.linalg.solve_triangular(
+            chol_post, jnp.eye(n_tasks * n_params), lower=True).reshape(-1, n_tasks, n_params)
+        post_blocks = jnp.einsum("mki,mkj->kij", chol_inv, chol_inv)  # (H⁻¹)ₖₖ
+        scaled = jnp.einsum("kij,kj->ki", cov_inv, resid)
+        post_mean = jax.scipy.linalg.cho_solve((chol_post, True), scaled.reshape(-1))
+        post_mean = post_mean.reshape(n_tasks, n_params)
     grad = jnp.einsum("kij,kj->ki", cov_inv, resid - post_mean)  # g = Λ r
     loo_prec = cov_inv - cov_inv @ post_blocks @ cov_inv  # Λₖₖ
     chol_loo = jnp.linalg.cholesky(loo_prec)
@@ -408,8 +418,9 @@ class GraphGaussian(dist.Distribution):
     Parameters
     ----------
     mu : array of shape (p,)
-    graph : array of shape (K, K)
-        G.
+    graph : array of shape (K, K), or BlockGraph
+        G, dense or in block-tridiagonal form (:mod:`bayesfuse.families._blocktri`; then
+        ``graph_log_det`` is required).
     prior_chol : array of shape (p, p)
         Cholesky factor of T.
     cov, cov_inv, cov_chol : arrays of shape (K, p, p)
@@ -430,15 +441,26 @@ class GraphGaussian(dist.Distribution):
                          validate_args=validate_args)
 
     def log_prob(self, value):
+        if isinstance(self.graph, _blocktri.BlockGraph):
+            return _blocktri.collapsed_loglik(value - self.mu, self.graph, self.prior_chol,
+                                              self.cov_inv, self.cov_log_det,
+                                              self.graph_log_det)
         return collapsed_loglik(value - self.mu, self.graph, self.prior_chol, self.cov_inv,
                                 self.cov_log_det, self.graph_log_det)
 
     def sample(self, key, sample_shape=()):
         k_u, k_e = jax.random.split(key)
-        u = matrix_normal_draw(k_u, self.graph, self.prior_chol, sample_shape)
+        u = matrix_normal_draw(k_u, dense_graph(self.graph), self.prior_chol, sample_shape)
         e = jnp.einsum("kij,...kj->...ki", self.cov_chol,
                        jax.random.normal(k_e, sample_shape + self.event_shape))
         return self.mu + u + e
+
+
+def dense_graph(graph: Any) -> jax.Array:
+    """G as a dense K×K array, whether given dense or in block form."""
+    if isinstance(graph, _blocktri.BlockGraph):
+        return _blocktri.to_dense(graph)
+    return graph
 
 
 class GraphModel:
@@ -457,6 +479,13 @@ class GraphModel:
         # without this, 4,000 draws at K = 500 asked for 32 GB at once
         return self.estimates.n_tasks * self.n_params  # type: ignore[attr-defined]
 
+    #: one draw at a time: vectorised over draws, the dense factors become batched LAPACK
+    #: calls, which jaxlib 0.10 on CPU splits over XLA's intra-op thread pool and waits
+    #: for from inside that pool; with several such calls in flight at once every pool
+    #: thread waits and the process hangs (seen at K = 200: gdb shows all workers in
+    #: BlockingCounter::Wait under lapack_dtrsm_ffi). Unbatched, each call runs inline.
+    max_draw_batch = 1
+
     def graph_parts(self, n_tasks: int, data: Any, draw: Any) -> tuple[jax.Array, jax.Array]:
         """G (K, K) and log|G| (scalar) for the collapsed likelihood."""
         graph = self.graph_matrix(n_tasks, data, draw)  # type: ignore[attr-defined]
@@ -467,6 +496,19 @@ class GraphModel:
         data["cov_inv"] = np.linalg.inv(data["cov"])
         data.update(self.graph_data())  # type: ignore[attr-defined]
         return data
+
+    def block_layout(self, edge_index: np.ndarray) -> dict[str, np.ndarray]:
+        """The block-tridiagonal layout of the collapsed likelihood's factors for this
+        graph (``band_*`` arrays for :meth:`data`), or ``{}`` when the dense factor is as
+        cheap; see :mod:`bayesfuse.families._blocktri`."""
+        return _blocktri.layout(edge_index, self.estimates.n_tasks)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def block_data(data: Any) -> dict[str, Any] | None:
+        """The ``band_*`` arrays among the data, or None (dense factors)."""
+        if data.get("band_slot_task") is None:
+            return None
+        return {key: data[key] for key in _blocktri.LAYOUT_KEYS}
 
     def _prior_chol(self, draw: Any) -> jax.Array:
         """Cholesky factor of T = diag(τ) R diag(τ), shape (p, p)."""
@@ -504,7 +546,7 @@ class GraphModel:
         n_tasks, n_params = cov_chol.shape[0], cov_chol.shape[1]
         with numpyro.plate("task", n_tasks):
             z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_params]).to_event(1))
-        chol_graph = jnp.linalg.cholesky(graph)
+        chol_graph = jnp.linalg.cholesky(dense_graph(graph))
         u = jax.scipy.linalg.solve_triangular(chol_graph.T, z, lower=False) @ prior_chol.T
         theta = numpyro.deterministic("theta", mu + u)
         with numpyro.plate("task", n_tasks):
@@ -512,8 +554,10 @@ class GraphModel:
                            obs=theta_hat)
 
     def _parts(self, data: Any, draw: Any):
+        """r = θ̂ − μ, G (dense, or in block form when the data carry a block layout) and
+        the Cholesky factor of T."""
         theta_hat = data["theta_hat"]
-        graph = self.graph_matrix(theta_hat.shape[0], data, draw)  # type: ignore[attr-defined]
+        graph = self.graph_parts(theta_hat.shape[0], data, draw)[0]
         return theta_hat - draw["mu"], graph, self._prior_chol(draw)
 
     def draw_theta(self, key, data, draw):

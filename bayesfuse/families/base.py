@@ -191,6 +191,9 @@ class Family(ABC):
         family's (the sampler sizes its per-draw batches by it; e.g. quadrature nodes)."""
         return 1
 
+    #: the most draws the per-draw map may vectorise at once (None: as memory allows)
+    max_draw_batch: ClassVar[int | None] = None
+
     def extra_draws(self, key: jax.Array, data: Mapping[str, Any],
                     draw: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Further per-draw posterior quantities (e.g. cluster memberships)."""

@@ -13,8 +13,10 @@ symmetric K×K matrix. Every task needs at least one neighbour (D − ρW must b
 definite for every ρ < 1).
 
 Collapsed likelihood θ̂ | φ ~ N(1μᵀ, G⁻¹ ⊗ T + blockdiag Vₖ) in precision form
-(:mod:`bayesfuse.families._graph`); θ | φ, θ̂ is drawn exactly. It factors a dense Kp × Kp
-matrix on every gradient, O(K³): fine to K ≈ 200; at K = 500 an estimated hour on 2 cores.
+(:mod:`bayesfuse.families._graph`); θ | φ, θ̂ is drawn exactly. It factors a Kp × Kp
+matrix on every gradient: dense, O(K³), up to 80 tasks or when the graph is too dense;
+above, in block-tridiagonal form after a bandwidth-reducing task order
+(:mod:`bayesfuse.families._blocktri`), O(K w² p³) for a graph of bandwidth w.
 
 The plain form (``collapsed=False``) samples θ itself and never forms a K × K matrix: the
 CAR log density is evaluated from the edge list,
@@ -41,7 +43,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayesfuse.errors import SpecError
-from bayesfuse.families import _graph
+from bayesfuse.families import _blocktri, _graph
 from bayesfuse.families.base import Family, register
 from bayesfuse.priors import Prior, PriorBlock
 
@@ -113,7 +115,8 @@ class Car(_graph.GraphModel, Family):
         normalised = inv_sqrt_degree[:, None] * weights * inv_sqrt_degree[None, :]
         return {"edge_index": self.edge_index, "edge_weight": self.edge_weight,
                 "adjacency_eigen": np.linalg.eigvalsh(normalised),
-                "log_degree": -2.0 * np.log(inv_sqrt_degree)}
+                "log_degree": -2.0 * np.log(inv_sqrt_degree),
+                **self.block_layout(self.edge_index)}
 
     # ------------------------------------------------------------------ model
     @staticmethod
@@ -126,21 +129,27 @@ class Car(_graph.GraphModel, Family):
     def graph_parts(self, n_tasks: int, data: Mapping[str, Any],
                     draw: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
         """G and log|G| = Σₖ log dₖ + Σᵢ log(1 − ρλᵢ), with λ the eigenvalues of
-        D^(−1/2) W D^(−1/2) computed once (G = D^(1/2) (I − ρ D^(−1/2) W D^(−1/2)) D^(1/2))."""
+        D^(−1/2) W D^(−1/2) computed once (G = D^(1/2) (I − ρ D^(−1/2) W D^(−1/2)) D^(1/2)).
+        G is in block form when the data carry a block layout (large sparse graphs)."""
         log_det = car_log_det(draw["rho"], data["log_degree"], data["adjacency_eigen"])
-        return self.graph_matrix(n_tasks, data, draw), log_det
+        band = self.block_data(data)
+        if band is None:
+            return self.graph_matrix(n_tasks, data, draw), log_det
+        graph = _blocktri.graph_blocks(band, jnp.exp(data["log_degree"]),
+                                       draw["rho"] * data["edge_weight"])
+        return graph, log_det
 
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
               theta_hat: Any = None, cov: Any = None, cov_chol: Any = None,
               cov_inv: Any = None, edge_index: Any = None, edge_weight: Any = None,
-              adjacency_eigen: Any = None, log_degree: Any = None) -> None:
+              adjacency_eigen: Any = None, log_degree: Any = None, **band: Any) -> None:
         n_tasks, n_params = cov.shape[0], cov.shape[1]
         mu, site = self._sample_location_scale(priors, n_params)
         site["rho"] = numpyro.sample("rho", priors["rho"][0].numpyro())
         graph_data = {"edge_index": edge_index, "edge_weight": edge_weight,
                       "adjacency_eigen": adjacency_eigen, "log_degree": log_degree}
         if collapsed:
-            graph, graph_log_det = self.graph_parts(n_tasks, graph_data, site)
+            graph, graph_log_det = self.graph_parts(n_tasks, {**graph_data, **band}, site)
             self._observe(mu, graph, graph_log_det, site, collapsed, theta_hat, cov_chol,
                           cov_inv)
             return

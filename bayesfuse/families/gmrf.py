@@ -32,7 +32,12 @@ estimates when the tasks have no covariates); or a user edge list (CSV path with
 ``"all"`` up to 40 tasks and ``"knn"`` above, so that large K stays tractable.
 
 Collapsed likelihood θ̂ | φ ~ N(1μᵀ, G⁻¹ ⊗ T + blockdiag Vₖ) evaluated in precision form
-(:mod:`bayesfuse.families._graph`); θ | φ, θ̂ is drawn exactly.
+(:mod:`bayesfuse.families._graph`); θ | φ, θ̂ is drawn exactly. Above 80 tasks with a
+sparse candidate set (``knn`` or a given list) the factors of L and of the posterior
+precision are block tridiagonal after a bandwidth-reducing task order, and the likelihood
+and its gradient take O(K w² p³) instead of O(K³ p³) for bandwidth w
+(:mod:`bayesfuse.families._blocktri`; value and gradient at K = 200 in 0.5–0.9 ms
+against 4–5 ms dense).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import numpyro.distributions as dist
 import pandas as pd
 
 from bayesfuse.errors import SpecError
-from bayesfuse.families import _graph
+from bayesfuse.families import _blocktri, _graph
 from bayesfuse.families.base import Family, register
 from bayesfuse.priors import Prior, PriorBlock, format_number
 
@@ -179,7 +184,7 @@ class Gmrf(_graph.GraphModel, Family):
         return names
 
     def graph_data(self) -> dict[str, np.ndarray]:
-        return {"edge_index": self.edge_index}
+        return {"edge_index": self.edge_index, **self.block_layout(self.edge_index)}
 
     # ------------------------------------------------------------------ model
     def _laplacian(self, n_tasks: int, data: Mapping[str, Any],
@@ -193,18 +198,45 @@ class Gmrf(_graph.GraphModel, Family):
                      draw: Mapping[str, Any]) -> jax.Array:
         """G = s·(diag(v) + D_W − W), shape (K, K); s scales the task effects' marginal
         variances diag(G⁻¹) to geometric mean 1, so that τ stays their typical sd."""
-        return self.graph_parts(n_tasks, data, draw)[0]
+        laplacian = self._laplacian(n_tasks, data, draw)
+        return laplacian * _graph.mean_marginal_variance(laplacian)
 
     def graph_parts(self, n_tasks: int, data: Mapping[str, Any],
-                    draw: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
-        """G and log|G| = K log s + log|L| from one factor of L."""
-        laplacian = self._laplacian(n_tasks, data, draw)
-        log_scale, log_det = _graph.scale_and_log_det(laplacian)
-        return laplacian * jnp.exp(log_scale), n_tasks * log_scale + log_det
+                    draw: Mapping[str, Any]) -> tuple[Any, jax.Array]:
+        """G and log|G| = K log s + log|L| from one factor of L; G in block form when the
+        data carry a block layout (large sparse graphs), dense otherwise."""
+        laplacian, log_scale, log_det = self._scaled_parts(n_tasks, data, draw)
+        scale = jnp.exp(log_scale)
+        graph = _blocktri.scaled(laplacian, scale) \
+            if isinstance(laplacian, _blocktri.BlockGraph) else laplacian * scale
+        return graph, n_tasks * log_scale + log_det
+
+    def _log_scale(self, n_tasks: int, data: Mapping[str, Any],
+                   draw: Mapping[str, Any]) -> jax.Array:
+        """log s, s the geometric mean of diag(L⁻¹)."""
+        return self._scaled_parts(n_tasks, data, draw)[1]
+
+    def _scaled_parts(self, n_tasks: int, data: Mapping[str, Any],
+                      draw: Mapping[str, Any]) -> tuple[Any, jax.Array, jax.Array]:
+        """L (dense, or in block form), log s and log|L|."""
+        band = self.block_data(data)
+        if band is None:
+            laplacian = self._laplacian(n_tasks, data, draw)
+            log_scale, log_det = _graph.scale_and_log_det(laplacian)
+            return laplacian, log_scale, log_det
+        weights, index = draw["edge_weight"], data["edge_index"]
+        node = draw["node_precision"] if "node_precision" in draw else jnp.ones(n_tasks)
+        degree = jnp.zeros(n_tasks, weights.dtype).at[index[:, 0]].add(weights) \
+            .at[index[:, 1]].add(weights)
+        laplacian = _blocktri.graph_blocks(band, node + degree, weights)
+        real = (band["band_slot_task"] < n_tasks) / n_tasks  # mean over tasks, not padding
+        log_det, log_scale = _blocktri.log_det_and_log_inverse_diagonal(
+            laplacian.diag, laplacian.lower, real)
+        return laplacian, log_scale, log_det
 
     def model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
               theta_hat: Any = None, cov: Any = None, cov_chol: Any = None,
-              cov_inv: Any = None, edge_index: Any = None) -> None:
+              cov_inv: Any = None, edge_index: Any = None, **band: Any) -> None:
         n_tasks, n_params = cov.shape[0], cov.shape[1]
         mu, site = self._sample_location_scale(priors, n_params)
         global_scale = numpyro.sample("edge_scale", priors["edge_scale"][0].numpyro())
@@ -219,7 +251,8 @@ class Gmrf(_graph.GraphModel, Family):
             with numpyro.plate("task", n_tasks):
                 site["node_precision"] = numpyro.sample(
                     "node_precision", priors["node_precision"][0].numpyro())
-        graph, graph_log_det = self.graph_parts(n_tasks, {"edge_index": edge_index}, site)
+        graph, graph_log_det = self.graph_parts(n_tasks, {"edge_index": edge_index, **band},
+                                                site)
         self._observe(mu, graph, graph_log_det, site, collapsed, theta_hat, cov_chol, cov_inv)
 
     # ------------------------------------------------------------------ per draw
@@ -227,8 +260,7 @@ class Gmrf(_graph.GraphModel, Family):
         """A task joined to no other: θ ~ N(μ, T / (s v)), v = 1 (or from its prior), s the
         fitted graph's scale (see :meth:`graph_matrix`)."""
         k_node, k_z = jax.random.split(key)
-        laplacian = self._laplacian(data["theta_hat"].shape[0], data, draw)
-        scale = _graph.mean_marginal_variance(laplacian)
+        scale = jnp.exp(self._log_scale(data["theta_hat"].shape[0], data, draw))
         chol = self._prior_chol(draw) / jnp.sqrt(scale)
         if self.options["node_precision"] == "per_task":
             chol = chol / jnp.sqrt(self.priors["node_precision"][0].numpyro().sample(k_node))
