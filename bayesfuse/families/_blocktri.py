@@ -24,9 +24,10 @@ block-tridiagonal pattern (see the comment above :func:`log_det_and_log_inverse_
 so a gradient costs a few more such recursions, never a dense K×K matrix. At K = 200 with
 5-nearest-neighbour candidate edges on one covariate (w ≈ 5-10) the gmrf likelihood's
 value and gradient take 0.5–0.9 ms against 4–5 ms dense (one core). Padded slots are
-isolated unit diagonals (log 1 = 0) and are left out of every sum. The dense algebra of
-:mod:`bayesfuse.families._graph` stays the reference (the tests compare both) and serves
-the per-draw computations.
+isolated unit diagonals (log 1 = 0) and are left out of every sum. The exact per-draw
+computations (θ draws, leave-one-out densities, pooling weights) use the same factors; the
+dense algebra of :mod:`bayesfuse.families._graph` stays the reference (the tests compare
+both) and serves small or dense graphs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "BlockGraph",
     "layout",
     "graph_blocks",
+    "scaled",
     "log_det",
     "log_det_minus_quad",
     "log_det_and_log_inverse_diagonal",
@@ -318,27 +320,14 @@ def log_det_minus_quad(diag: jax.Array, lower: jax.Array, vector: jax.Array) -> 
     return _ldmq_fwd(diag, lower, vector)[0]
 
 
-def _backward_solve(inverses, subs, rhs):
-    """x with Lᵀ x = y, block by block, shape (n, m)."""
-    last = inverses[-1].T @ rhs[-1]
-
-    def step(following, blocks):
-        inverse, sub, block_rhs = blocks
-        current = inverse.T @ (block_rhs - sub.T @ following)
-        return current, current
-
-    _, rest = jax.lax.scan(step, last, (inverses[:-1], subs, rhs[:-1]), reverse=True)
-    return jnp.concatenate([rest, last[None]])
-
-
 def _ldmq_fwd(diag, lower, vector):
     factors, inverses, subs, half = _factor(diag, lower, vector)
     return _log_det_factors(factors) - jnp.sum(half**2), (inverses, subs, half)
 
 
 def _solve_and_select(inverses, subs, half):
-    """x = L⁻ᵀ y and the diagonal blocks Σᵢᵢ of A⁻¹ with the links Wᵢ, in one backward
-    pass (the recursions of :func:`_backward_solve` and :func:`_selected_inverse`)."""
+    """x = L⁻ᵀ y (y of shape (n, m)) and the diagonal blocks Σᵢᵢ of A⁻¹ with the links
+    Wᵢ, in one backward pass: xᵢ = Lᵢ⁻ᵀ (yᵢ − Mᵢᵀ xᵢ₊₁), Σᵢᵢ = Lᵢ⁻ᵀ Lᵢ⁻¹ + Wᵢᵀ Σᵢ₊₁ Wᵢ."""
     own = jnp.einsum("nki,nkj->nij", inverses, inverses)  # Lᵢ⁻ᵀ Lᵢ⁻¹
     links = subs @ inverses[:-1]
     last = (inverses[-1].T @ half[-1], own[-1])
@@ -473,7 +462,8 @@ def conditional_draw(key: jax.Array, resid: jax.Array, graph: BlockGraph,
     L⁻ᵀ (L⁻¹ b + z), z ~ N(0, I), H = L Lᵀ."""
     _, inverses, subs, half = _posterior_factor(resid, graph, prior_chol, cov_inv)
     noise = jax.random.normal(key, half.shape, half.dtype)
-    return _from_slots(_backward_solve(inverses, subs, half + noise), graph, resid.shape[1])
+    solved = _solve_and_select(inverses, subs, half + noise)[0]
+    return _from_slots(solved, graph, resid.shape[1])
 
 
 def posterior_blocks_and_mean(resid: jax.Array, graph: BlockGraph, prior_chol: jax.Array,
