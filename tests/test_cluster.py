@@ -173,10 +173,14 @@ def test_dp_weights_recover_clusters(recovery):
 
 
 def test_vector_case_recovers_two_clusters():
-    """p = 2, K = 20. Known weakness, measured 2026-12-02 (exchangeable weights, 300 + 300):
-    a few divergent transitions in about 1 seed of 4 (seeds 4-7: 15, 0, 0, 0; before the
-    closed-form Gaussian gradient 0, 0, 0, 2), at small within-cluster τ where the shared
-    correlation is barely identified; this seed has none."""
+    """p = 2, K = 20 at the short settings (300 + 300).
+
+    Known weakness, measured 2026-12-02 (exchangeable weights): a few divergent transitions
+    in 4 of 10 seeds (seeds 0-9 on an AVX-512 CPU: 0, 11, 1, 0, 15, 0, 0, 0, 0, 1 of 1,200),
+    all in chains whose warmup ended with a step size 2-3 times the others'. Which seeds
+    diverge depends on the CPU's floating-point paths (this seed: 0 on AVX-512, 1 in CI), so
+    the test bounds the rate (2%, above the worst of the ten) and checks that the
+    diagnostics report every divergence, rather than asserting none for a chosen seed."""
     est, truth, theta = vector_cluster_estimates()
     fit = bf.fuse(est, model="cluster", seed=5, **SHORT)
     assert fit.idata.posterior["corr"].dims == ("chain", "draw", "param", "param_b")
@@ -186,7 +190,11 @@ def test_vector_case_recovers_two_clusters():
     assert "corr[read,math]" in fit.hyper_summary().index
     fused = fit.summary()["mean"].to_numpy().reshape(-1, 2)
     assert np.sqrt(np.mean((fused - theta) ** 2)) < np.sqrt(np.mean((est.estimates - theta) ** 2))
-    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
+    diverging = fit.idata.sample_stats["diverging"]
+    assert int(diverging.sum()) <= 0.02 * diverging.size, int(diverging.sum())
+    reported = [a for a in fit.diagnostics().advice if "divergent" in a]
+    expected = [f"{int(diverging.sum())} divergent"] if int(diverging.sum()) else []
+    assert [a.split(" transitions")[0] for a in reported] == expected, reported
 
 
 def _random_draw(family, rng, n_params):
@@ -520,21 +528,56 @@ def test_star_cluster_concentration_matches_quadrature():
     assert diagnostics.ok, diagnostics.advice
 
 
-def test_many_tasks_use_sticks_and_recover_clusters():
-    """K = 60 (auto: size-biased sticks): three groups recovered, diagnostics pass.
-
-    Known weakness: the sticks move slowly between split and merged partitions. Measured
-    at the default settings (4 × (1000 + 1000), 2026-12-02, the closed-form mixture
-    derivative): seeds 6-9 pass their diagnostics 2 of 4; seeds 7 and 9 fail on the number
-    of clusters' R-hat (1.022, 1.026; bulk ESS 292, 144). At the short settings (300 +
-    300) seeds 6-9 passed 1 of 4 before it (seed 8 there: one chain in a split partition,
-    R-hat 1.11). This seed passes at the defaults with R-hat 1.003 and bulk ESS 1551."""
+@pytest.fixture(scope="module")
+def many_task_fits():
+    """K = 60, three groups of 20, fitted at the default settings with the size-biased
+    sticks (``weight_order="auto"`` from 50 tasks on) and with the exchangeable weights, two
+    parameterisations of the same prior."""
     est, truth, theta = clustered_estimates(per=20, seed=5)
-    fit = bf.fuse(est, model="cluster", seed=8, warn=False)
-    assert fit.family.size_biased
-    ari = adjusted_rand_score(truth, fit.structure()["clustering"]["cluster"])
-    within, between = separation(fit.similarity().to_numpy(), truth)
-    assert ari >= 0.9 and within >= 0.8 and between <= 0.1, (ari, within, between)
-    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
-    diagnostics = fit.diagnostics()
-    assert diagnostics.ok, diagnostics.advice
+    fits = {order: bf.fuse(est, model="cluster", seed=8, warn=False, weight_order=order)
+            for order in ("auto", "exchangeable")}
+    return truth, fits
+
+
+@pytest.mark.slow  # two K = 60 fits at the defaults (about 100 s)
+def test_many_tasks_use_sticks_and_recover_clusters(many_task_fits):
+    """Both forms recover the three groups.
+
+    Known weakness, measured 2026-12-02: at K = 60 neither form passes its diagnostics
+    reliably. The sticks move slowly between the three-cluster partition and ones where a
+    fourth component takes a task or two from the middle group: over seeds 6-9 their chains
+    disagree on it (per-chain P(4 or more clusters) from 0.25 to 0.51), R-hat of the number
+    of clusters is 1.01-1.10, and the diagnostics pass in 2 of 4 seeds on an AVX-512 CPU,
+    0 of 4 with XLA held to AVX2 (one with 13 divergences in one chain). The exchangeable
+    weights agree across chains (0.32-0.38) but hit the tree depth (26-168 transitions).
+    Which seeds pass depends on the CPU's floating-point paths, so this test does not assert
+    a hand-picked seed's diagnostics."""
+    truth, fits = many_task_fits
+    assert fits["auto"].family.size_biased and not fits["exchangeable"].family.size_biased
+    for order, fit in fits.items():
+        ari = adjusted_rand_score(truth, fit.structure()["clustering"]["cluster"])
+        within, between = separation(fit.similarity().to_numpy(), truth)
+        assert ari >= 0.9 and within >= 0.8 and between <= 0.1, (order, ari, within, between)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "open (2026-12-02): at K = 60, seed 8, the sticks give P(4+ clusters) = 0.281 against "
+    "0.349 from the exchangeable weights, outside 4 Monte Carlo SEs (0.054) on an AVX-512 "
+    "CPU, though the sticks' diagnostics pass there; with XLA held to AVX2 the two agree. "
+    "Suspected: chains confined to one ordering of the components after the warmup "
+    "relabelling, or metastability that R-hat does not see"))
+def test_sticks_and_exchangeable_weights_give_the_same_posterior(many_task_fits):
+    """The number of clusters and the co-clustering matrix agree between the two forms,
+    within Monte Carlo error from the ESS (chains that disagree widen it, as they should)."""
+    _, fits = many_task_fits
+    many, errors = {}, {}
+    for order, fit in fits.items():
+        indicator = (fit.idata.posterior["n_clusters"].values >= 4).astype(float)
+        many[order] = indicator.mean()
+        errors[order] = np.sqrt(max(indicator.var(), 1e-4) / float(az.ess(indicator)))
+    tolerance = 4 * np.hypot(errors["auto"], errors["exchangeable"])
+    assert abs(many["auto"] - many["exchangeable"]) < tolerance, (many, errors)
+    gap = np.abs(fits["auto"].similarity().to_numpy()
+                 - fits["exchangeable"].similarity().to_numpy())
+    assert gap.mean() < 0.02 and gap.max() < 0.25, (gap.mean(), gap.max())
