@@ -78,7 +78,7 @@ def vector_estimates(seed: int = 5, n_tasks: int = 12) -> TaskEstimates:
                          params=["read", "math"])
 
 
-@pytest.mark.slow  # 100 s; the default run keeps the scalar, metareg and cluster agreements
+@pytest.mark.slow  # 100 s; the default run keeps the scalar and metareg agreements
 def test_vector_exchangeable():
     est = vector_estimates()
     a = bf.fuse(est, seed=2, **FITS)  # (seed 1 gives a NumPyro tail ESS of 326 for tau)

@@ -191,10 +191,11 @@ def test_vector_case_recovers_two_clusters():
     fused = fit.summary()["mean"].to_numpy().reshape(-1, 2)
     assert np.sqrt(np.mean((fused - theta) ** 2)) < np.sqrt(np.mean((est.estimates - theta) ** 2))
     diverging = fit.idata.sample_stats["diverging"]
-    assert int(diverging.sum()) <= 0.02 * diverging.size, int(diverging.sum())
+    n_divergent = int(diverging.sum())
+    assert n_divergent <= 0.02 * diverging.size, n_divergent
     reported = [a for a in fit.diagnostics().advice if "divergent" in a]
-    expected = [f"{int(diverging.sum())} divergent"] if int(diverging.sum()) else []
-    assert [a.split(" transitions")[0] for a in reported] == expected, reported
+    assert reported == [a for a in reported if a.startswith(f"{n_divergent} divergent ")]
+    assert len(reported) == (n_divergent > 0), reported
 
 
 def _random_draw(family, rng, n_params):
