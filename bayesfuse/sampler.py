@@ -93,8 +93,8 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
 
     settings = dict(target_accept_prob=config.target_accept,
                     max_tree_depth=config.max_tree_depth, init_strategy=init_to_median())
-    kernel = _RelabellingNUTS(model, holder, **settings) if family.relabels_in_warmup \
-        else NUTS(model, **settings)
+    relabels = family.relabels_in_warmup or family.relabels_in_sampling
+    kernel = _RelabellingNUTS(model, holder, **settings) if relabels else NUTS(model, **settings)
     # parallel chains go through a pmap that takes the data as an argument (see
     # _ReusablePmap), so that a refit with new data of the same shapes does not recompile
     method: Any = chain_method
@@ -113,7 +113,8 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
 
 
 class _RelabellingNUTS(NUTS):
-    """NUTS that applies the family's :meth:`Family.warmup_relabel` once in warmup.
+    """NUTS that applies the family's :meth:`Family.warmup_relabel` once in warmup and its
+    :meth:`Family.relabel_move` after every transition in sampling.
 
     NumPyro's warmup (Stan's schedule) adapts the mass matrix in doubling windows after a
     start buffer; the last slow window is the longest, and the mass matrix used for
@@ -132,12 +133,19 @@ class _RelabellingNUTS(NUTS):
     components), which no relabelling changes. At 300 + 300
     on one cluster of 80 tasks, 2 of 16 seeds had a chain with divergences, with or
     without it (every early window: 0 of 16).
+
+    In sampling, each NUTS transition is followed by a Metropolis–Hastings move that
+    proposes a relabelled state (for sticks, the components in a size-biased random order)
+    and accepts it by the ratio of the family's density; the mass matrix is fixed then, so
+    the composed kernel keeps the posterior invariant, and each chain visits the
+    relabellings in their posterior proportions instead of keeping the one it settled in.
     """
 
     def __init__(self, model: Any, family: Family, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self._family = family
         self._relabel_step = -1
+        self._num_warmup = 0
 
     def init(self, rng_key: Any, num_warmup: int, init_params: Any, model_args: Any,
              model_kwargs: Any) -> Any:
@@ -145,27 +153,49 @@ class _RelabellingNUTS(NUTS):
 
         windows = build_adaptation_schedule(num_warmup) if num_warmup >= 20 else []
         # windows: start buffer, slow windows, end buffer; relabel before the last slow one
-        self._relabel_step = windows[-3].end if len(windows) >= 3 else -1
+        has_windows = len(windows) >= 3 and self._family.relabels_in_warmup
+        self._relabel_step = windows[-3].end if has_windows else -1
+        self._num_warmup = num_warmup
         return super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
 
     def sample(self, state: Any, model_args: Any, model_kwargs: Any) -> Any:
         step = state.i  # the adaptation step this transition ends
         state = super().sample(state, model_args, model_kwargs)
-        if self._relabel_step < 0:
-            return state
         potential = self.get_potential_fn(model_args, model_kwargs)
+
+        def moved(state: Any, z: dict[str, Any]) -> tuple[Any, Any]:
+            energy, grad = jax.value_and_grad(potential)(z)
+            return state._replace(z=z, z_grad=grad, potential_energy=energy,
+                                  energy=state.energy + energy - state.potential_energy), energy
 
         def relabel(state: Any) -> Any:
             z, site_order = self._family.warmup_relabel(state.z)
-            energy, grad = jax.value_and_grad(potential)(z)
-            return state._replace(
-                z=z, z_grad=grad, potential_energy=energy,
-                adapt_state=_relabel_adaptation(state.adapt_state, site_order, state.z),
-                energy=state.energy + energy - state.potential_energy)
+            new, _ = moved(state, z)
+            return new._replace(
+                adapt_state=_relabel_adaptation(state.adapt_state, site_order, state.z))
+
+        def relabel_move(state: Any) -> Any:
+            # Metropolis–Hastings over relabellings (Family.relabel_move); the NUTS state's
+            # key is left to NUTS, the move draws from a key folded off it
+            key = jax.random.fold_in(state.rng_key, 0x5EED)
+            k_move, k_accept = jax.random.split(key)
+            z, log_correction = self._family.relabel_move(k_move, state.z)
+            new, energy = moved(state, z)
+            log_ratio = state.potential_energy - energy + log_correction
+            accept = jnp.log(jax.random.uniform(k_accept)) < jnp.where(
+                jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
+            return jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, state)
 
         def maybe(step: Any, state: Any) -> Any:
-            return jax.lax.cond(step == self._relabel_step, relabel, lambda s: s, state)
+            if self._relabel_step >= 0:
+                state = jax.lax.cond(step == self._relabel_step, relabel, lambda s: s, state)
+            if self._family.relabels_in_sampling:
+                state = jax.lax.cond(step >= self._num_warmup, relabel_move, lambda s: s,
+                                     state)
+            return state
 
+        if self._relabel_step < 0 and not self._family.relabels_in_sampling:
+            return state
         if jnp.ndim(state.potential_energy):  # chain_method="vectorized": a batch of chains
             return jax.vmap(maybe)(step, state)
         return maybe(step, state)

@@ -262,6 +262,32 @@ class Family(ABC):
         """
         raise NotImplementedError
 
+    #: whether :meth:`relabel_move` follows every transition in sampling
+    relabels_in_sampling: ClassVar[bool] = False
+
+    def relabel_move(self, key: jax.Array, z: dict[str, jax.Array]
+                     ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """A Metropolis–Hastings proposal that relabels the unconstrained state.
+
+        For families whose relabellings carry different prior mass (the orderings of
+        stick-breaking weights), NUTS alone keeps each chain in the relabelling it settled
+        in, and label-invariant quantities then come from that mode's share of the posterior
+        only. After every transition in sampling the sampler proposes ``z_new`` from this
+        method and accepts it with probability min(1, exp(U(z) − U(z_new) + log_correction)),
+        U being the potential energy (see :class:`bayesfuse.sampler._RelabellingNUTS`).
+        Used only when :attr:`relabels_in_sampling` is true.
+
+        Returns
+        -------
+        z_new : dict
+            Same structure and shapes as ``z``.
+        log_correction : scalar array
+            The proposal's log density ratio, reverse over forward, plus the log-Jacobian
+            of the relabelling in the unconstrained coordinates (zero for a permutation of
+            coordinates with a symmetric proposal).
+        """
+        raise NotImplementedError
+
     def new_task_covariates(self, covariates: Any) -> jax.Array | None:
         """Validate covariates given for a new task (families without covariates: none)."""
         if covariates is not None:
