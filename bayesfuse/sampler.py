@@ -135,8 +135,8 @@ class _RelabellingNUTS(NUTS):
     without it (every early window: 0 of 16).
 
     In sampling, each NUTS transition is followed by a Metropolis–Hastings move that
-    proposes a relabelled state (for sticks, the components in a size-biased random order)
-    and accepts it by the ratio of the family's density; the mass matrix is fixed then, so
+    proposes a relabelled state (for sticks, the components in a random order drawn from
+    the family's law of orders) and accepts it by the ratio of the family's density; the mass matrix is fixed then, so
     the composed kernel keeps the posterior invariant, and each chain visits the
     relabellings in their posterior proportions instead of keeping the one it settled in.
     """
@@ -161,6 +161,8 @@ class _RelabellingNUTS(NUTS):
     def sample(self, state: Any, model_args: Any, model_kwargs: Any) -> Any:
         step = state.i  # the adaptation step this transition ends
         state = super().sample(state, model_args, model_kwargs)
+        if self._relabel_step < 0 and not self._family.relabels_in_sampling:
+            return state
         potential = self.get_potential_fn(model_args, model_kwargs)
 
         def moved(state: Any, z: dict[str, Any]) -> tuple[Any, Any]:
@@ -194,8 +196,6 @@ class _RelabellingNUTS(NUTS):
                                      state)
             return state
 
-        if self._relabel_step < 0 and not self._family.relabels_in_sampling:
-            return state
         if jnp.ndim(state.potential_energy):  # chain_method="vectorized": a batch of chains
             return jax.vmap(maybe)(step, state)
         return maybe(step, state)

@@ -33,7 +33,7 @@ How NUTS sees the weights (option ``weight_order``; the prior is the same either
   harmless:
 
   - *The order law.* In size-biased order an ordering has prior mass
-    Π_c π_c / (π_c + … + π_C); the model multiplies it by a factor ``weight_order`` that
+    Π_c π_c / (π_c + … + π_C); the model multiplies it by a factor ``order_law`` that
     turns it into the Plackett–Luce law Π_c π_c^β / (π_c^β + … + π_C^β), β =
     :data:`ORDER_SHARPNESS`. Any law over orderings that sums to one for every set of
     weights leaves the mixture's prior, and so every label-invariant posterior quantity,
@@ -281,7 +281,9 @@ class Cluster(Family):
         the posterior moves between merged and split partitions, the ordered sticks mix
         those moves slowly (K = 24, three groups of 8: R-hat of the number of clusters
         1.015–1.077 over three seeds, exchangeable 1.006), so small K keeps the
-        exchangeable form.
+        exchangeable form. The order moves in sampling do not change that (2026-12-03, same
+        data, seeds 1–6: R-hat 1.008–1.028, bulk ESS 143–308; exchangeable, seeds 1–3:
+        R-hat ≤ 1.003, passing).
         """
         order = self.options["weight_order"]
         if self.options["weights"] == "dp" or order == "size-biased":
@@ -360,7 +362,7 @@ class Cluster(Family):
         (log p_π(π) − log g_β(π)), with p_π the model's density of the weights: in the
         sampler's coordinates p_π = exp(−U)·|dη/dπ|, hence ``log_correction`` =
         h(η') − h(η), h = log|dη/dπ| − log g_β (:func:`stick_order_log_factor`). For
-        Dirichlet weights p_π ∝ g_β (size-biased sticks times the ``weight_order`` factor),
+        Dirichlet weights p_π ∝ g_β (size-biased sticks times the ``order_law`` factor),
         so every proposal is accepted: an exact Gibbs draw of the order. For the truncated
         DP (β = 1) the ratio is not 1 and the move is a Metropolis–Hastings step.
         """
@@ -396,7 +398,7 @@ class Cluster(Family):
             log_weights = stick_log_weights(stick)
             sharp = self.order_sharpness
             if sharp != 1.0:
-                numpyro.factor("weight_order", order_log_prob(log_weights, sharp)
+                numpyro.factor("order_law", order_log_prob(log_weights, sharp)
                                - order_log_prob(log_weights, 1.0))
             return log_weights
         n_comp = self.n_components
