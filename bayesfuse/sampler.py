@@ -136,9 +136,10 @@ class _RelabellingNUTS(NUTS):
 
     In sampling, each NUTS transition is followed by a Metropolis–Hastings move that
     proposes a relabelled state (for sticks, the components in a random order drawn from
-    the family's law of orders) and accepts it by the ratio of the family's density; the mass matrix is fixed then, so
-    the composed kernel keeps the posterior invariant, and each chain visits the
-    relabellings in their posterior proportions instead of keeping the one it settled in.
+    the family's law of orders) and accepts it by the ratio of the family's density; the
+    mass matrix is fixed then, so the composed kernel keeps the posterior invariant, and
+    each chain visits the relabellings in their posterior proportions instead of keeping
+    the one it settled in.
     """
 
     def __init__(self, model: Any, family: Family, **kwargs: Any) -> None:
