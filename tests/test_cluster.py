@@ -393,10 +393,7 @@ def test_warmup_relabel_sorts_the_components_and_keeps_the_fit(shared_scale):
     _, _, family = prepare(est, "cluster", shared_scale=shared_scale)
     assert family.size_biased and family.relabels_in_warmup
     n_comp = family.n_components
-    rng = np.random.default_rng(2)
-    z = {"concentration": jnp.asarray(-0.3), "stick": jnp.asarray(rng.normal(0, 2, n_comp - 1)),
-         "mu": jnp.asarray(rng.normal(0, 1, (n_comp, 1))),
-         "tau": jnp.asarray(rng.normal(-1, 1, (1,) if shared_scale else (n_comp, 1)))}
+    z = _random_stick_state(family, np.random.default_rng(2))
     moved, site_order = family.warmup_relabel(z)
     weights, new_weights = (np.exp(np.asarray(stick_log_weights(x["stick"]))) for x in (z, moved))
     order = np.argsort(-weights, kind="stable")
