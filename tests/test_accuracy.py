@@ -71,6 +71,106 @@ def test_oracle_posterior_matches_quadrature():
     assert (low[2], high[2]) == (pytest.approx(1 / 3), pytest.approx(1 / 3))
 
 
+def test_scale_oracle_matches_brute_force_quadrature():
+    """Fast: the scale-unknown reference against adaptive quadrature over the scale with
+    every labelling of three tasks enumerated (clusters), and a double integral (no
+    structure) — neither uses the per-task factorisation or the grid."""
+    import itertools
+
+    from scipy import integrate, stats
+
+    acc = _load()
+    estimate, se = np.array([-0.7, 0.05, 0.8]), np.array([0.3, 0.25, 0.35])
+    # clusters: p(θ̂, labels | d) = Π_j N(θ̂_j; l_j d, s_j²) / 3, d ~ Uniform(0, 2)
+    labellings = np.array(list(itertools.product([-1.0, 0.0, 1.0], repeat=3)))  # (27, 3)
+
+    def joint(d):  # (27,) p(θ̂, labels | d) up to a constant
+        return np.prod(stats.norm.pdf(estimate, labellings * d, se), axis=1)
+
+    def integral(fn, low=0.0, high=2.0):
+        return integrate.quad(fn, low, high, epsabs=1e-13, epsrel=1e-10, limit=200)[0]
+
+    evidence = integral(lambda d: joint(d).sum())
+    mean, low, high = acc.scale_oracle_posterior("clusters 1", estimate, se)
+    for j in range(3):
+        moment = integral(lambda d, j=j: (joint(d) * labellings[:, j] * d).sum())
+        assert mean[j] == pytest.approx(moment / evidence, abs=1e-6)
+    # task 1 sits on −d: P(θ_1 ≤ t) = P(l_1 = −1, d ≥ −t) for t < 0, 2.5% at its lower end
+    negative = labellings[:, 0] == -1
+
+    def below(t):
+        return integral(lambda d: joint(d)[negative].sum(), -t, 2.0) / evidence
+
+    assert low[0] < 0 and below(low[0]) == pytest.approx(0.025, abs=2e-4)
+    # no structure: θ_j ~ Uniform(−b, b), b ~ Uniform(0, 2)
+    def likelihood(b):  # Π_j p(θ̂_j | b)
+        return np.prod((stats.norm.cdf((b - estimate) / se)
+                        - stats.norm.cdf((-b - estimate) / se)) / (2 * b))
+
+    evidence = integral(likelihood, 1e-9)
+    mean, low, high = acc.scale_oracle_posterior("no structure", estimate, se)
+    for j in range(3):
+        others = np.arange(3) != j
+
+        def inner(b, j=j, others=others):  # ∫ t N(θ̂_j; t, s_j²) dt / 2b · Π_{i≠j} p(θ̂_i | b)
+            rest = np.prod((stats.norm.cdf((b - estimate[others]) / se[others])
+                            - stats.norm.cdf((-b - estimate[others]) / se[others]))
+                           / (2 * b))
+            first = integrate.quad(lambda t: t * stats.norm.pdf(estimate[j], t, se[j]),
+                                   -b, b, epsabs=1e-13)[0]
+            return first / (2 * b) * rest
+
+        assert mean[j] == pytest.approx(integral(inner, 1e-9) / evidence, abs=1e-5)
+
+        def mass_below(t, j=j, others=others):  # P(θ_j ≤ t | data)
+            def part(b):
+                rest = np.prod((stats.norm.cdf((b - estimate[others]) / se[others])
+                                - stats.norm.cdf((-b - estimate[others]) / se[others]))
+                               / (2 * b))
+                top = min(t, b)
+                if top <= -b:
+                    return 0.0
+                inside = stats.norm.cdf((top - estimate[j]) / se[j]) \
+                    - stats.norm.cdf((-b - estimate[j]) / se[j])
+                return inside / (2 * b) * rest
+            return integral(part, 1e-9) / evidence
+
+        assert mass_below(low[j]) == pytest.approx(0.025, abs=2e-4)
+        assert mass_below(high[j]) == pytest.approx(0.975, abs=2e-4)
+
+
+def test_centres_oracle_matches_monte_carlo():
+    """Fast: the centres-unknown reference against self-normalised importance sampling
+    from the prior with every labelling of three tasks enumerated (no grid, no per-task
+    factorisation); tolerance 4 Monte Carlo standard errors."""
+    import itertools
+
+    acc = _load()
+    estimate, se = np.array([-0.7, 0.05, 0.8]), np.array([0.3, 0.25, 0.35])
+    mean, low, high = acc.centres_oracle_posterior(estimate, se)
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(-acc.CENTRE_MAX, acc.CENTRE_MAX, (400_000, 3))
+    labellings = np.array(list(itertools.product(range(3), repeat=3)))  # (27, 3)
+    values = centres[:, labellings]  # (S, 27, 3): θ of the three tasks per labelling
+    joint = np.exp(-0.5 * np.sum(((estimate - values) / se) ** 2, axis=2))  # (S, 27)
+    weight = joint.sum(axis=1)
+    for j in range(3):
+        per_draw = (joint * values[:, :, j]).sum(axis=1) / weight  # E[θ_j | c, θ̂]
+        norm = weight / weight.sum()
+        estimate_j = norm @ per_draw
+        mc_se = np.sqrt(np.sum(norm**2 * (per_draw - estimate_j) ** 2))
+        assert mean[j] == pytest.approx(estimate_j, abs=4 * mc_se)
+        assert low[j] < mean[j] < high[j]
+    # the interval ends: P(θ_j ≤ low) ≥ 2.5% by the sampled posterior, within a grid step
+    step = 2 * acc.CENTRE_MAX / acc.CENTRE_GRID
+    for j in range(3):
+        def below(t, j=j):  # P(θ_j ≤ t | θ̂) by the weighted draws
+            return np.sum((joint * (values[:, :, j] <= t)).sum(axis=1)) / weight.sum()
+
+        assert below(low[j] - step) < 0.025 + 0.005 and below(low[j] + step) > 0.025 - 0.005
+        assert below(high[j] - step) < 0.975 + 0.005 and below(high[j] + step) > 0.975 - 0.005
+
+
 @pytest.mark.slow
 def test_accuracy_quick_runs_and_is_sane(tmp_path):
     acc = _load()
