@@ -260,11 +260,72 @@ def oracle_posterior(design: str, estimate: np.ndarray, se: np.ndarray
     log_w = -0.5 * ((estimate[:, None] - atoms) / se[:, None]) ** 2
     weight = np.exp(log_w - log_w.max(axis=1, keepdims=True))
     weight /= weight.sum(axis=1, keepdims=True)
-    cdf = np.cumsum(weight, axis=1)
-    # quantiles of the discrete posterior: the first atom whose cdf reaches the level
-    low = atoms[np.argmax(cdf >= alpha - 1e-12, axis=1)]
-    high = atoms[np.argmax(cdf >= 1 - alpha - 1e-12, axis=1)]
-    return weight @ atoms, low, high
+    return (weight @ atoms, *_discrete_interval(atoms, weight))
+
+
+def _discrete_interval(support: np.ndarray, probability: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """95% equal-tailed interval of discrete laws on a common support.
+
+    Parameters
+    ----------
+    support : array of shape (S,)
+        The points, in any order.
+    probability : array of shape (K, S)
+        Each row a law on them.
+
+    Returns
+    -------
+    low, high : arrays of shape (K,)
+        Per row, the first point (in increasing order) whose cdf reaches 2.5% and 97.5%.
+    """
+    alpha = (1 - CI_PROB) / 2
+    order = np.argsort(support, kind="stable")
+    cdf = np.cumsum(probability[:, order], axis=1)
+    low = support[order][np.argmax(cdf >= alpha - 1e-12, axis=1)]
+    high = support[order][np.argmax(cdf >= 1 - alpha - 1e-12, axis=1)]
+    return low, high
+
+
+def _atom_sets_posterior(atom_sets: np.ndarray, log_prior: np.ndarray, estimate: np.ndarray,
+                         se: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean and 95% interval of θ_j when θ_j is one of A equally likely atoms
+    whose set is unknown, with G candidate sets.
+
+    Given the set the tasks are independent: p(θ̂ | set g) = Π_j Σ_a N(θ̂_j; x_ga, s_j²) / A.
+
+    Parameters
+    ----------
+    atom_sets : array of shape (G, A)
+        Candidate atom sets x_g (the points of a quadrature grid).
+    log_prior : array of shape (G,)
+        Log prior mass of each set (quadrature weights included).
+    estimate, se : arrays of shape (K,)
+
+    Returns
+    -------
+    mean, low, high : arrays of shape (K,)
+    """
+    from scipy.special import logsumexp
+
+    def log_like(sets: np.ndarray) -> np.ndarray:  # (G, K, A): log N(θ̂_j; x_ga, s_j²)
+        z = (estimate[None, :, None] - sets[:, None, :]) / se[None, :, None]
+        return -0.5 * z**2 - np.log(se)[None, :, None]
+
+    log_post = log_prior + np.concatenate([
+        logsumexp(log_like(part), axis=2).sum(axis=1)
+        for part in np.array_split(atom_sets, max(1, len(atom_sets) // 4096))])
+    keep = log_post > log_post.max() - 30.0  # drops sets of mass below e^-30 each
+    atom_sets, log_post = atom_sets[keep], log_post[keep]
+    weight = np.exp(log_post - log_post.max())
+    weight /= weight.sum()
+    parts = log_like(atom_sets)
+    joint = weight[:, None, None] * np.exp(parts - logsumexp(parts, axis=2, keepdims=True))
+    mean = np.einsum("gka,ga->k", joint, atom_sets)
+    # θ_j's law: mass joint[g, j, a] on the point x_ga
+    low, high = _discrete_interval(atom_sets.ravel(),
+                                   joint.transpose(1, 0, 2).reshape(estimate.size, -1))
+    return mean, low, high
 
 
 def _normal_interval(low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -301,7 +362,6 @@ def scale_oracle_posterior(design: str, estimate: np.ndarray, se: np.ndarray
     mean, low, high : arrays of shape (K,)
     """
     from scipy import stats
-    from scipy.special import logsumexp
 
     alpha = (1 - CI_PROB) / 2
     grid = (np.arange(SCALE_GRID) + 0.5) * SCALE_MAX / SCALE_GRID  # (G,)
@@ -332,21 +392,8 @@ def scale_oracle_posterior(design: str, estimate: np.ndarray, se: np.ndarray
             return (lo + hi) / 2
 
         return mean, quantile(alpha), quantile(1 - alpha)
-    values = grid[:, None] * np.array([-1.0, 0.0, 1.0])  # (G, 3): θ given d and the label
-    log_like = stats.norm.logpdf(est[:, :, None], values[:, None, :], sd[:, :, None])
-    per_task = logsumexp(log_like, axis=2)  # (G, K), up to the constant log 3
-    log_post = per_task.sum(axis=1)
-    weight = np.exp(log_post - log_post.max())
-    weight /= weight.sum()
-    joint = weight[:, None, None] * np.exp(log_like - per_task[:, :, None])  # (G, K, 3)
-    mean = np.einsum("gkc,gc->k", joint, values)
-    # quantiles of the discrete posterior on the G × 3 support points
-    order = np.argsort(values.ravel(), kind="stable")
-    support = values.ravel()[order]
-    cdf = np.cumsum(joint.transpose(1, 0, 2).reshape(estimate.size, -1)[:, order], axis=1)
-    low = support[np.argmax(cdf >= alpha - 1e-12, axis=1)]
-    high = support[np.argmax(cdf >= 1 - alpha - 1e-12, axis=1)]
-    return mean, low, high
+    atom_sets = grid[:, None] * np.array([-1.0, 0.0, 1.0])  # (G, 3): −d, 0, d
+    return _atom_sets_posterior(atom_sets, np.zeros(SCALE_GRID), estimate, se)
 
 
 def centres_oracle_posterior(estimate: np.ndarray, se: np.ndarray
@@ -371,9 +418,6 @@ def centres_oracle_posterior(estimate: np.ndarray, se: np.ndarray
     -------
     mean, low, high : arrays of shape (K,)
     """
-    from scipy.special import logsumexp
-
-    alpha = (1 - CI_PROB) / 2
     axis = -CENTRE_MAX + (np.arange(CENTRE_GRID) + 0.5) * 2 * CENTRE_MAX / CENTRE_GRID
     first, second, third = np.meshgrid(axis, axis, axis, indexing="ij")
     ordered = (first <= second) & (second <= third)
@@ -382,26 +426,7 @@ def centres_oracle_posterior(estimate: np.ndarray, se: np.ndarray
     # centres stands for 3 cube points, not 6; with three equal, for 1
     ties = (centres[:, 0] == centres[:, 1]).astype(int) + (centres[:, 1] == centres[:, 2])
     log_multiplicity = np.log(np.array([1.0, 0.5, 1 / 6]))[ties]
-
-    def log_like(points: np.ndarray) -> np.ndarray:  # (G, K, 3): log N(θ̂_j; c_k, s_j²)
-        z = (estimate[None, :, None] - points[:, None, :]) / se[None, :, None]
-        return -0.5 * z**2 - np.log(se)[None, :, None]
-
-    log_post = np.concatenate([logsumexp(log_like(part), axis=2).sum(axis=1)
-                               for part in np.array_split(centres, 64)]) + log_multiplicity
-    keep = log_post > log_post.max() - 30.0  # drops mass below e^-30 per point
-    centres, log_post = centres[keep], log_post[keep]
-    weight = np.exp(log_post - log_post.max())
-    weight /= weight.sum()
-    parts = log_like(centres)
-    joint = weight[:, None, None] * np.exp(parts - logsumexp(parts, axis=2, keepdims=True))
-    mean = np.einsum("gkc,gc->k", joint, centres)
-    order = np.argsort(centres.ravel(), kind="stable")
-    support = centres.ravel()[order]
-    cdf = np.cumsum(joint.transpose(1, 0, 2).reshape(estimate.size, -1)[:, order], axis=1)
-    low = support[np.argmax(cdf >= alpha - 1e-12, axis=1)]
-    high = support[np.argmax(cdf >= 1 - alpha - 1e-12, axis=1)]
-    return mean, low, high
+    return _atom_sets_posterior(centres, log_multiplicity, estimate, se)
 
 
 def stored_stage1(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
