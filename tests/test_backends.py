@@ -11,6 +11,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_sampled_well
 
 import bayesfuse as bf
 from bayesfuse.diagnostics import flat_names
@@ -59,7 +60,7 @@ def test_eight_schools(eight_schools):
     assert b.priors == a.priors
     assert_same_layout(a, b)
     assert_agree(a, b, ["mu", "tau", "theta"])
-    assert b.diagnostics().ok, b.diagnostics().advice
+    assert_sampled_well(b)
     np.testing.assert_allclose(b.summary()["shrinkage"], a.summary()["shrinkage"], atol=0.03)
     assert np.isfinite(b.loo().elpd_loo)
 
@@ -83,7 +84,8 @@ def test_vector_exchangeable():
     est = vector_estimates()
     a = bf.fuse(est, seed=2, **FITS)  # (seed 1 gives a NumPyro tail ESS of 326 for tau)
     b = bf.fuse(est, backend="pymc", seed=1, **FITS)
-    assert a.diagnostics().ok and b.diagnostics().ok, b.diagnostics().advice
+    assert_sampled_well(a)
+    assert_sampled_well(b)
     assert_same_layout(a, b)
     assert_agree(a, b, ["mu", "tau", "corr", "theta"])
 
@@ -101,7 +103,7 @@ def test_metareg():
     b = bf.fuse(est, model="metareg", backend="pymc", seed=1, **FITS)
     assert_same_layout(a, b)
     assert_agree(a, b, ["coef", "intercept", "slope", "tau", "theta"])
-    assert b.diagnostics().ok, b.diagnostics().advice
+    assert_sampled_well(b)
     new = {"x1": 60.0, "x2": 0.4}
     pa, pb = a.predict_new_task(new)["theta"], b.predict_new_task(new)["theta"]
     tol = 5 * np.hypot(_mcse(pa.to_numpy().reshape(4, -1)), _mcse(pb.to_numpy().reshape(4, -1)))

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_sampled_well
 from numpyro import handlers
 from scipy import integrate, stats
 from sklearn.metrics import adjusted_rand_score
@@ -107,10 +108,8 @@ def test_recovers_three_clusters(recovery):
     rmse_fused = np.sqrt(np.mean((fused - theta) ** 2))
     rmse_raw = np.sqrt(np.mean((est.estimates[:, 0] - theta) ** 2))
     assert rmse_fused < 0.8 * rmse_raw, (rmse_fused, rmse_raw)
-    diagnostics = fit.diagnostics()
-    assert diagnostics.ok, diagnostics.advice
+    assert_sampled_well(fit)
     assert fit.family.extra_advice(fit) == []
-    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
     assert list(fit.hyper_summary().index) == ["concentration", "n_clusters"]
 
 
@@ -170,7 +169,7 @@ def test_dp_weights_recover_clusters(recovery):
     # measured between-cluster co-clustering 0.08-0.17 per chain), so the bound on
     # `between` is looser here than for the default weights.
     assert ari >= 0.9 and within >= 0.8 and between <= 0.2, (ari, within, between)
-    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
+    assert_sampled_well(fit)
 
 
 def test_vector_case_recovers_two_clusters():
@@ -667,9 +666,7 @@ def test_star_cluster_concentration_matches_quadrature():
     mcse = float(residual.std()) / np.sqrt(float(az.ess(residual.to_dataset(name="x"))["x"]))
     exact = concentration_given_one_cluster(est.n_tasks)
     assert abs(estimate - exact) < 4 * mcse, (estimate, exact, mcse)
-    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
-    diagnostics = fit.diagnostics()
-    assert diagnostics.ok, diagnostics.advice
+    assert_sampled_well(fit)
 
 
 @pytest.fixture(scope="module")

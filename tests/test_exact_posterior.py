@@ -11,7 +11,7 @@ from __future__ import annotations
 import arviz as az
 import numpy as np
 import pytest
-from helpers import simulate_exchangeable
+from helpers import assert_sampled_well, simulate_exchangeable
 from scipy import stats
 from scipy.integrate import trapezoid
 
@@ -90,7 +90,7 @@ def test_exchangeable_matches_quadrature(case, eight_schools):
     exact = exact_posterior(est.estimates[:, 0], est.se[:, 0], m0, s0,
                             lambda t: tau_prior.logpdf(t), settings["tau_max"])
     post = fit.idata.posterior
-    assert fit.diagnostics().checks.set_index("check").loc["divergences", "value"] == 0
+    assert_sampled_well(fit)
     _check(post["mu"].values, [exact["mu"][0]], [exact["mu"][1]], "mu")
     _check(post["tau"].values, [exact["tau"][0]], [exact["tau"][1]], "tau")
     _check(post["theta"].values[..., 0], exact["theta"][0], exact["theta"][1], "theta")

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_sampled_well
 from numpyro import handlers
 from scipy import stats
 from scipy.linalg import block_diag
@@ -234,8 +235,7 @@ def test_gmrf_recovers_sparse_graph_with_eight_replicates():
     fused = fit.summary()["mean"].to_numpy().reshape(theta.shape)
     assert np.sqrt(np.mean((fused - theta) ** 2)) < np.sqrt(np.mean((est.estimates - theta)
                                                                     ** 2))
-    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
-    assert fit.diagnostics().ok, fit.diagnostics().advice
+    assert_sampled_well(fit)
 
 
 def test_car_fit_borrows_along_the_graph(tmp_path):
@@ -255,8 +255,7 @@ def test_car_fit_borrows_along_the_graph(tmp_path):
     assert fit.spec["options"]["adjacency"][0] == ["t0", "t1", 1.0]
     post = fit.idata.posterior
     assert float(post["rho"].mean()) > 0.5  # prior mean 0.5; the chain borrows strongly
-    assert int(fit.idata.sample_stats["diverging"].sum()) == 0
-    assert fit.diagnostics().ok, fit.diagnostics().advice
+    assert_sampled_well(fit)
     sim = fit.similarity().to_numpy()
     assert sim[0, 1] > sim[0, n_tasks - 1]  # neighbours correlate more than chain ends
     loaded = bf.load_fit(fit.save(tmp_path / "car.nc"))
@@ -312,8 +311,7 @@ def test_car_plain_form_agrees_with_collapsed():
                     warn=False)
     a = bf.fuse(est, seed=1, **settings)
     b = bf.fuse(est, seed=2, collapsed=False, **settings)
-    assert int(b.idata.sample_stats["diverging"].sum()) == 0
-    assert b.diagnostics().ok, b.diagnostics().advice
+    assert_sampled_well(b)
     for name in ("rho", "tau", "mu", "theta"):
         x = a.idata.posterior[name].values.reshape(4, 1000, -1)
         y = b.idata.posterior[name].values.reshape(4, 1000, -1)

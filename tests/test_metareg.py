@@ -11,6 +11,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_sampled_well
 
 import bayesfuse as bf
 from bayesfuse.errors import SpecError
@@ -70,7 +71,7 @@ def test_recovers_known_coefficients(recovery):
     np.testing.assert_allclose(family.zstd.mean(0), 0.0, atol=1e-12)
     np.testing.assert_allclose(family.zstd.std(0, ddof=1), 1.0)
     # reporting
-    assert fit.diagnostics().ok, fit.diagnostics().advice
+    assert_sampled_well(fit)
     hyper = fit.hyper_summary()
     assert {"coef[theta,intercept]", "coef[theta,x1]", "coef[theta,x2]", "tau",
             "slope[theta,x1]"} <= set(hyper.index)
