@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import warnings as _warnings
 
-from bayesfuse import _hostdevices  # noqa: F401  (must run before JAX starts)
+from bayesfuse.data.estimates import TaskEstimates, read_estimates
 from bayesfuse.errors import BayesfuseError
-from bayesfuse.estimates import TaskEstimates, read_estimates
+from bayesfuse.inference import runtime  # noqa: F401  (must run before JAX starts)
 
 __version__ = "0.1.0"
 
@@ -34,12 +34,23 @@ __all__ = [
 ]
 
 _LAZY = {
-    "estimate_tasks": ("bayesfuse.stage1", "estimate_tasks"),
-    "fuse": ("bayesfuse.fusion", "fuse"),
+    "estimate_tasks": ("bayesfuse.stage1.dml", "estimate_tasks"),
+    "fuse": ("bayesfuse.inference.fuse", "fuse"),
     "load_fit": ("bayesfuse.result", "load_fit"),
     "compare": ("bayesfuse.result", "compare"),
     "FusionResult": ("bayesfuse.result", "FusionResult"),
-    "site_summary": ("bayesfuse.site", "site_summary"),
+    "site_summary": ("bayesfuse.stage1.site", "site_summary"),
+}
+
+# The public namespaces (``bf.plot.forest``, ``bf.baselines.random_effects``, ...) and the
+# subpackage that holds each.
+_NAMESPACES = {
+    "baselines": "bayesfuse.analysis.baselines",
+    "datasets": "bayesfuse.data.datasets",
+    "plot": "bayesfuse.reporting.figures",
+    "sensitivity": "bayesfuse.analysis.sensitivity",
+    "tables": "bayesfuse.reporting.tables",
+    "report": "bayesfuse.reporting.report",
 }
 
 
@@ -50,6 +61,6 @@ def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
-    if name in {"baselines", "datasets", "plot", "sensitivity", "tables", "report"}:
-        return importlib.import_module(f"bayesfuse.{name}")
+    if name in _NAMESPACES:
+        return importlib.import_module(_NAMESPACES[name])
     raise AttributeError(f"module 'bayesfuse' has no attribute {name!r}")

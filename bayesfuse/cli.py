@@ -161,7 +161,7 @@ def estimate(
     """Stage 1: per-task double/debiased ML estimates -> estimates CSV."""
     _check_output(output, force)
     frame = _read_table(data)
-    from bayesfuse.stage1 import estimate_tasks
+    from bayesfuse.stage1.dml import estimate_tasks
 
     columns = [c.strip() for c in covariates.split(",") if c.strip()] if covariates else None
     est = _run_stage1(estimate_tasks, frame, task=task, outcome=outcome, treatment=treatment,
@@ -233,7 +233,7 @@ def site(
     """Stage 1 on this site's rows -> summary JSON to send to the coordinator (no rows)."""
     _check_output(output, force)
     frame = _read_table(data)
-    from bayesfuse.site import site_summary
+    from bayesfuse.stage1.site import site_summary
 
     columns = [c.strip() for c in covariates.split(",") if c.strip()] if covariates else None
     outcomes = [c.strip() for c in outcome.split(",") if c.strip()]
@@ -282,9 +282,9 @@ def fuse(
     """Stage 2: fuse per-task estimates with a task-similarity prior -> fit file."""
     import warnings
 
+    from bayesfuse.data.estimates import read_estimates
     from bayesfuse.errors import ConvergenceWarning
-    from bayesfuse.estimates import read_estimates
-    from bayesfuse.fusion import fuse as fuse_api
+    from bayesfuse.inference.fuse import fuse as fuse_api
 
     _check_output(output, force)
     if summary is not None:
@@ -314,7 +314,7 @@ def fuse(
 def models() -> None:
     """List the shipped model specs."""
     from bayesfuse.families import FAMILIES
-    from bayesfuse.spec import load_spec, shipped_models
+    from bayesfuse.specs.models import load_spec, shipped_models
 
     table = Table(title="Shipped models (bayesfuse fuse --model NAME)")
     table.add_column("name")
@@ -388,7 +388,7 @@ def sensitivity(
     """Sensitivity analysis of a fit (priors, single tasks, stage-1 SEs, family) -> HTML."""
     import warnings
 
-    from bayesfuse import sensitivity as sens
+    from bayesfuse.analysis import sensitivity as sens
     from bayesfuse.result import load_fit
 
     _check_output(output, force)
@@ -455,7 +455,7 @@ def report(
 ) -> None:
     """Self-contained HTML report of a fit: data, model and priors, diagnostics, fused
     estimates, hyperparameters, similarity (figures inline, no network requests)."""
-    from bayesfuse.report import write_report
+    from bayesfuse.reporting.report import write_report
     from bayesfuse.result import load_fit
 
     _check_output(output, force)

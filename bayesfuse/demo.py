@@ -26,10 +26,10 @@ def run_demo(outdir: Path, learner: str, folds: int, draws: int, warmup: int, se
     """
     from rich.text import Text
 
-    from bayesfuse.datasets import STAR_COVARIATES, star_analysis_frame, star_vector_frame
+    from bayesfuse.data.datasets import STAR_COVARIATES, star_analysis_frame, star_vector_frame
     from bayesfuse.errors import CliUsageError, ConvergenceWarning
-    from bayesfuse.fusion import fuse
-    from bayesfuse.stage1 import estimate_tasks
+    from bayesfuse.inference.fuse import fuse
+    from bayesfuse.stage1.dml import estimate_tasks
 
     if not outdir.is_dir():
         raise CliUsageError(f"Output folder {outdir} does not exist.")
@@ -76,7 +76,7 @@ def run_demo(outdir: Path, learner: str, folds: int, draws: int, warmup: int, se
     console.print(f"Stage 2 ({model}, NUTS, {fit.idata.posterior.sizes['chain']} chains): "
                   f"{stage2_s:.1f} s -> {fit_path}")
     console.print(f"Total: stage 1 {stage1_s:.1f} s, stage 2 {stage2_s:.1f} s.")
-    from bayesfuse.report import write_report
+    from bayesfuse.reporting.report import write_report
 
     report_path = write_report(fit, outdir / "report.html", force=True,
                                source="bayesfuse demo (Tennessee STAR)")

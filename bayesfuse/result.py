@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse._io import atomic_write_with
-from bayesfuse.convert import estimates_from_idata, read_meta
-from bayesfuse.diagnostics import Diagnostics, Thresholds, diagnose, flat_names
+from bayesfuse.analysis.diagnostics import Diagnostics, Thresholds, diagnose, flat_names
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import BayesfuseError, FitError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families.base import Family, get_family
+from bayesfuse.inference.convert import estimates_from_idata, read_meta
 
 __all__ = ["FusionResult", "load_fit", "compare"]
 
@@ -165,16 +165,16 @@ class FusionResult:
     def results_table(self, ci_prob: float = 0.95, interval: str = "eti",
                       fmt: str = "dataframe", digits: int | None = None) -> pd.DataFrame | str:
         """Fused estimates as a DataFrame, CSV, Markdown, LaTeX or HTML table
-        (:func:`bayesfuse.tables.results_table`)."""
-        from bayesfuse.tables import results_table
+        (:func:`bayesfuse.reporting.tables.results_table`)."""
+        from bayesfuse.reporting.tables import results_table
 
         return results_table(self, ci_prob=ci_prob, interval=interval, fmt=fmt, digits=digits)
 
     def report(self, path: str | os.PathLike[str], force: bool = False,
                ci_prob: float = 0.95, sensitivity: Any = None, interval: str = "eti") -> Path:
-        """Write the self-contained HTML report (:func:`bayesfuse.report.write_report`);
+        """Write the self-contained HTML report (:func:`bayesfuse.reporting.report.write_report`);
         ``interval`` is ``"eti"`` (equal-tailed) or ``"hdi"``."""
-        from bayesfuse.report import write_report
+        from bayesfuse.reporting.report import write_report
 
         return write_report(self, path, sensitivity=sensitivity, ci_prob=ci_prob,
                             interval=interval, force=force)
@@ -241,7 +241,7 @@ class FusionResult:
         DataFrame
             One row per posterior draw (chains × draws), one column per parameter.
         """
-        from bayesfuse.sampler import per_draw_map
+        from bayesfuse.inference.nuts import per_draw_map
 
         z = self.family.new_task_covariates(covariates)
         data = {k: np.asarray(v) for k, v in self.family.data().items()}

@@ -130,7 +130,7 @@ def write_results(rows: list[dict], out: Path) -> None:
               "shared the cores). `verdict` is `fit.diagnostics().ok` (R-hat < 1.01, "
               "bulk and tail ESS ≥ 400, no divergences, no tree-depth hits, family checks). "
               "Rows accumulate over runs in `families.csv`.\n\n")
-    from bayesfuse.tables import format_table
+    from bayesfuse.reporting.tables import format_table
 
     out.write_text(header + format_table(table, fmt="markdown", digits=4) + "\n")
     print(table.to_string())

@@ -20,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bayesfuse.calibration import STUDY_SETTINGS, SBCResult, sbc, study_template
+from bayesfuse.analysis.calibration import STUDY_SETTINGS, SBCResult, sbc, study_template
 from bayesfuse.families import FAMILIES
 
 RESULTS = Path(__file__).parent / "results"

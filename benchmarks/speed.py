@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 import bayesfuse as bf  # first: sets up host devices before JAX starts
-from bayesfuse.diagnostics import _rhat_ess
-from bayesfuse.estimates import TaskEstimates
+from bayesfuse.analysis.diagnostics import _rhat_ess
+from bayesfuse.data.estimates import TaskEstimates
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRIOR_MU, PRIOR_TAU = 5.0, 1.0

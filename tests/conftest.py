@@ -18,7 +18,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from bayesfuse.estimates import TaskEstimates  # noqa: E402
+from bayesfuse.data.estimates import TaskEstimates  # noqa: E402
 
 EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 EIGHT_SCHOOLS_SE = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayesfuse.estimates import TaskEstimates
+from bayesfuse.data.estimates import TaskEstimates
 
 
 def simulate_exchangeable(n_tasks: int, mu: float, tau: float, seed: int) -> TaskEstimates:

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 import bayesfuse as bf
-from bayesfuse.estimates import TaskEstimates
+from bayesfuse.data.estimates import TaskEstimates
 
 #: true cluster of each task of :func:`cluster_fit`, interleaved so that the data order
 #: does not already group them

@@ -14,9 +14,9 @@ import pytest
 from helpers import assert_sampled_well
 
 import bayesfuse as bf
-from bayesfuse.diagnostics import flat_names
+from bayesfuse.analysis.diagnostics import flat_names
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import FitError
-from bayesfuse.estimates import TaskEstimates
 
 FITS = dict(chains=4, draws=1000, warmup=1000, warn=False)
 STAT_KEYS = {"diverging", "energy", "n_steps", "tree_depth", "acceptance_rate", "step_size",

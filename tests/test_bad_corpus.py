@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bayesfuse.cli import main
+from bayesfuse.data.estimates import read_estimates
 from bayesfuse.errors import BayesfuseError
-from bayesfuse.estimates import read_estimates
 
 BAD = Path(__file__).parent / "data" / "bad"
 

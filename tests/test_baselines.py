@@ -1,4 +1,4 @@
-"""Tests of the frequentist baselines (bayesfuse.baselines).
+"""Tests of the frequentist baselines (bayesfuse.analysis.baselines).
 
 Reference figures for the BCG vaccine data (metafor's ``dat.bcg``) come from metafor itself:
 the README of wviechtb/metafor (REML with Knapp–Hartung, meta-regression on ablat, the yi/vi
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from scipy import optimize, stats
 
-from bayesfuse import baselines as bl
+from bayesfuse.analysis import baselines as bl
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import BayesfuseError, EstimatesError
-from bayesfuse.estimates import TaskEstimates
 
 # --------------------------------------------------------------------------- BCG data
 TPOS = np.array([4, 6, 3, 62, 33, 180, 8, 505, 29, 17, 186, 5, 27], dtype=float)

@@ -12,7 +12,7 @@ import pytest
 
 import bayesfuse as bf
 from bayesfuse.cli import main
-from bayesfuse.estimates import TaskEstimates
+from bayesfuse.data.estimates import TaskEstimates
 
 TINY = ["--chains", "2", "--draws", "200", "--warmup", "200"]
 

@@ -17,8 +17,8 @@ from scipy import integrate, stats
 from sklearn.metrics import adjusted_rand_score
 
 import bayesfuse as bf
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import SpecError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families.cluster import (
     CloglogBeta,
     binder_loss,
@@ -30,8 +30,8 @@ from bayesfuse.families.cluster import (
     stick_log_weights,
     weights_to_stick,
 )
-from bayesfuse.fusion import prepare
-from bayesfuse.sampler import _relabel_adaptation  # (importing it enables 64-bit JAX)
+from bayesfuse.inference.fuse import prepare
+from bayesfuse.inference.nuts import _relabel_adaptation  # (importing it enables 64-bit JAX)
 
 FIT = dict(chains=4, warmup=500, draws=500, warn=False)
 SHORT = dict(chains=4, warmup=300, draws=300, warn=False)
@@ -598,7 +598,7 @@ def test_warmup_relabels_each_chain_once_before_the_last_slow_window():
     order exactly there, and not just before."""
     from numpyro.infer import MCMC, init_to_value
 
-    from bayesfuse.sampler import _RelabellingNUTS
+    from bayesfuse.inference.nuts import _RelabellingNUTS
 
     est = clustered_estimates(per=4)[0]  # K = 12
     _, _, family = prepare(est, "cluster", weight_order="size-biased", max_clusters=4)
@@ -647,8 +647,8 @@ def test_star_cluster_concentration_matches_quadrature():
     diagnostics pass. Before the warmup relabelling (2026-12-01) the chains kept the
     cluster behind empty components (α 0.72, 0.73, 0.73, 0.53 by chain, R-hat 1.036);
     with it, measured 2026-12-02: α 0.340 against 0.355, R-hat 1.003, 0 divergences."""
-    from bayesfuse.datasets import STAR_COVARIATES, star_vector_frame
-    from bayesfuse.stage1 import estimate_tasks
+    from bayesfuse.data.datasets import STAR_COVARIATES, star_vector_frame
+    from bayesfuse.stage1.dml import estimate_tasks
 
     frame = star_vector_frame(["k", "1", "2", "3"])
     est = estimate_tasks(frame, task="school", outcome=list(frame.attrs["outcomes"]),

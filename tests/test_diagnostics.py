@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bayesfuse as bf
-from bayesfuse.diagnostics import _rhat_ess
+from bayesfuse.analysis.diagnostics import _rhat_ess
 
 
 @pytest.mark.parametrize(("chains", "draws"), [(4, 1000), (2, 301), (3, 57)])

@@ -11,15 +11,15 @@ import pytest
 from scipy.stats import norm
 
 import bayesfuse as bf
-from bayesfuse.dp import DPError, analytic_sigma, classical_sigma, gaussian_mechanism
+from bayesfuse.data.summary import read_summaries
 from bayesfuse.errors import BayesfuseError, ConvergenceWarning
-from bayesfuse.summary import read_summaries
+from bayesfuse.stage1.dp import DPError, analytic_sigma, classical_sigma, gaussian_mechanism
 
 EPS, DELTA, SENS = 1.0, 1e-5, 0.08  # sigma = 3.7306 * 0.08 ≈ 0.30
 
 
 def _delta(sigma, eps, sens):
-    """Balle & Wang (2018), Theorem 8, written out independently of bayesfuse.dp."""
+    """Balle & Wang (2018), Theorem 8, written out independently of bayesfuse.stage1.dp."""
     a, b = sens / (2 * sigma), eps * sigma / sens
     return norm.cdf(a - b) - math.exp(eps) * norm.cdf(-a - b)
 
@@ -82,7 +82,7 @@ def _noisy_summary(path, n_tasks, seed, tau=0.3, mu=0.5):
     tasks = [{"task": f"t{k}", "estimand": "ate", "params": ["theta"],
               "estimate": [float(released[k])], "covariance": [[float(se[k] ** 2)]],
               "dp_noise_variance": [noise]} for k in range(n_tasks)]
-    document = {"schema": "bayesfuse.summary", "version": 1, "tasks": tasks,
+    document = {"schema": "bayesfuse.data.summary", "version": 1, "tasks": tasks,
                 "dp": {"mechanism": "analytic-gaussian", "epsilon": EPS, "delta": DELTA,
                        "sensitivity": SENS}}
     path.write_text(json.dumps(document))

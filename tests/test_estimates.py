@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import bayesfuse as bf
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import BayesfuseError, EstimatesError
-from bayesfuse.estimates import TaskEstimates
 
 
 def test_constructor_shapes_and_defaults():

@@ -16,7 +16,7 @@ from scipy import stats
 from scipy.integrate import trapezoid
 
 import bayesfuse as bf
-from bayesfuse.priors import parse_prior
+from bayesfuse.specs.priors import parse_prior
 
 
 def exact_posterior(y, sigma, m0, s0, tau_logpdf, tau_max, n_grid=40001):

@@ -10,8 +10,8 @@ import pytest
 from helpers import assert_sampled_well
 
 import bayesfuse as bf
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import FitError, PriorError, SpecError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families.base import gaussian_conditional_draw
 
 FAST = dict(chains=4, warmup=500, draws=1000, warn=False)
@@ -204,7 +204,7 @@ def test_spec_by_name_path_and_errors(eight_schools, tmp_path):
     ],
 )
 def test_prior_string_errors(text, message):
-    from bayesfuse.priors import parse_prior
+    from bayesfuse.specs.priors import parse_prior
 
     with pytest.raises(PriorError, match=message):
         parse_prior(text, name="tau")
@@ -213,7 +213,7 @@ def test_prior_string_errors(text, message):
 def test_prior_strings_parse_stan_style():
     from scipy import stats
 
-    from bayesfuse.priors import parse_prior
+    from bayesfuse.specs.priors import parse_prior
 
     assert str(parse_prior("Normal( 0 , 10 )")) == "normal(0, 10)"
     g = parse_prior("gamma(2, 0.1)")  # shape, rate
@@ -239,7 +239,7 @@ def test_refit_reuses_the_compiled_sampler_and_matches_a_fresh_fit(eight_schools
     and the draws equal those of a fit compiled from scratch."""
     import logging
 
-    from bayesfuse import sampler
+    from bayesfuse.inference import nuts as sampler
 
     if chain_method == "parallel" and jax.local_device_count() < 4:
         pytest.skip("needs 4 JAX host devices")
@@ -282,8 +282,8 @@ def test_quickly_compiled_programs_give_the_same_numbers(model):
     optimised compilation."""
     import jax.numpy as jnp
 
-    from bayesfuse import sampler
-    from bayesfuse.fusion import prepare
+    from bayesfuse.inference import nuts as sampler
+    from bayesfuse.inference.fuse import prepare
 
     rng = np.random.default_rng(0)
     est = TaskEstimates([f"t{k}" for k in range(12)], rng.normal(0, 1, 12),

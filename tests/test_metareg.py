@@ -14,8 +14,8 @@ import pytest
 from helpers import assert_sampled_well
 
 import bayesfuse as bf
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import SpecError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families.base import get_family
 
 TRUE_COEF = np.array([1.0, 0.05, -3.0])  # intercept, per unit of x1, per unit of x2
@@ -108,10 +108,10 @@ def test_predict_new_task_is_centred_on_the_line(recovery):
 
 
 def test_agrees_with_reml_meta_regression(recovery):
-    baselines = pytest.importorskip("bayesfuse.baselines")
+    baselines = pytest.importorskip("bayesfuse.analysis.baselines")
     meta_regression = getattr(baselines, "meta_regression", None)
     if meta_regression is None:
-        pytest.skip("bayesfuse.baselines.meta_regression is not available")
+        pytest.skip("bayesfuse.analysis.baselines.meta_regression is not available")
     est, fit = recovery
     reml = meta_regression(est, method="reml")
     coef = fit.idata.posterior["coef"].values[:, :, 0, :].reshape(-1, 3)

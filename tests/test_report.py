@@ -24,8 +24,8 @@ from report_fits import cluster_fit, exact_fit, nuts_fit  # noqa: E402
 
 from bayesfuse.cli import main  # noqa: E402
 from bayesfuse.errors import BayesfuseError, ReportError  # noqa: E402
-from bayesfuse.report import render_report, write_report  # noqa: E402
-from bayesfuse.tables import results_table  # noqa: E402
+from bayesfuse.reporting.report import render_report, write_report  # noqa: E402
+from bayesfuse.reporting.tables import results_table  # noqa: E402
 
 PNG = "data:image/png;base64,"
 
@@ -185,7 +185,7 @@ def test_sensitivity_hook_adds_a_section():
 
 
 def test_sensitivity_result_object_plugs_in():
-    from bayesfuse import sensitivity as sens
+    from bayesfuse.analysis import sensitivity as sens
 
     fit = nuts_fit()
     result = sens.sensitivity_analysis(fit, sweep=False, loo=False, factors=None)
@@ -298,7 +298,7 @@ def test_report_of_a_graph_fit_draws_the_task_graph():
     import numpy as np
 
     import bayesfuse as bf
-    from bayesfuse.estimates import TaskEstimates
+    from bayesfuse.data.estimates import TaskEstimates
     from bayesfuse.families.base import FAMILIES, get_family
 
     get_family("exchangeable")  # fills the registry

@@ -14,7 +14,7 @@ from scipy import integrate, special
 import bayesfuse as bf
 from bayesfuse.families.exchangeable import scale_mixture_posterior
 
-jax.config.update("jax_enable_x64", True)  # as every fit runs (bayesfuse.sampler sets it)
+jax.config.update("jax_enable_x64", True)  # as every fit runs (bayesfuse.inference.nuts sets it)
 
 
 def _log_integrand(s, nu, resid, prior_cov, cov):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesfuse.calibration import (
+from bayesfuse.analysis.calibration import (
     STUDY_SETTINGS,
     binomial_band,
     rank_uniformity,

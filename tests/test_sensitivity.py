@@ -15,8 +15,8 @@ import pytest
 from scipy import optimize, stats
 
 import bayesfuse as bf
-from bayesfuse import sensitivity as sens
-from bayesfuse.estimates import TaskEstimates
+from bayesfuse.analysis import sensitivity as sens
+from bayesfuse.data.estimates import TaskEstimates
 from tests.conftest import EIGHT_SCHOOLS_SE, EIGHT_SCHOOLS_Y
 
 TIGHT = {"mu": "normal(0, 5)", "tau": "halfnormal(5)"}

@@ -13,9 +13,9 @@ import pytest
 
 import bayesfuse as bf
 from bayesfuse.cli import main
+from bayesfuse.data.summary import PROVENANCE_FIELDS, TASK_FIELDS, read_summary_tasks
 from bayesfuse.errors import BayesfuseError, DataError
-from bayesfuse.site import SiteError, resolve_created_at
-from bayesfuse.summary import PROVENANCE_FIELDS, TASK_FIELDS, read_summary_tasks
+from bayesfuse.stage1.site import SiteError, resolve_created_at
 
 STAMP = "2024-01-01T00:00:00Z"
 FAST = dict(outcome="y", treatment="d", covariates=["x1", "x2"], learner="linear", folds=3,
@@ -153,7 +153,7 @@ def test_differential_privacy_fields_and_read_back(tmp_path):
     one = bf.site_summary(rows, task_id="s", output=tmp_path / "one.json", **FAST, **dp)
     two = bf.site_summary(rows, task_id="s", output=tmp_path / "two.json", **FAST, **dp)
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
-    from bayesfuse.dp import analytic_sigma
+    from bayesfuse.stage1.dp import analytic_sigma
 
     sigma2 = analytic_sigma(1.0, 1e-5, 0.05) ** 2
     assert one["dp"] == {"mechanism": "analytic-gaussian", "epsilon": 1.0, "delta": 1e-5,
@@ -198,7 +198,7 @@ def test_several_tasks_in_one_site_and_task_covariates(tmp_path):
 
 def test_written_summaries_follow_the_json_schema(tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    text = (resources.files("bayesfuse") / "schemas" / "summary-v1.json").read_text()
+    text = (resources.files("bayesfuse.data") / "schemas" / "summary-v1.json").read_text()
     schema = json.loads(text)
     validator = jsonschema.Draft202012Validator(schema)
     rows = _rows(tasks=("n", "s"), seed=4)

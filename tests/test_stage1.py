@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 import bayesfuse as bf
 from bayesfuse.errors import DataError, TaskWarning
-from bayesfuse.learners import resolve_learner
+from bayesfuse.stage1.learners import resolve_learner
 
 COV = ["x1", "x2", "x3"]
 BASE = dict(task="site", outcome="y", treatment="d", covariates=COV, learner="linear",
@@ -64,7 +64,7 @@ def test_recovers_known_effect(estimand, learner):
 def test_variance_is_doubleml_se_squared():
     import doubleml as dml
 
-    from bayesfuse.stage1 import _task_seed
+    from bayesfuse.stage1.dml import _task_seed
 
     df = simulate(n_tasks=2, seed=3)
     est = bf.estimate_tasks(df, **BASE, seed=4)

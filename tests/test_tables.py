@@ -11,7 +11,7 @@ from report_fits import exact_fit
 
 import bayesfuse as bf
 from bayesfuse.errors import ReportError
-from bayesfuse.tables import format_table, hyper_table, results_table
+from bayesfuse.reporting.tables import format_table, hyper_table, results_table
 
 
 def test_dataframe_matches_the_summary_for_both_interval_kinds():

@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import SpecError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families._gaussian import gaussian_logpdf
-from bayesfuse.priors import Prior, PriorBlock, format_number, stacked_args
+from bayesfuse.specs.priors import Prior, PriorBlock, format_number, stacked_args
 
 __all__ = ["Family", "FAMILIES", "register", "get_family", "block_distribution", "DataScale"]
 
@@ -128,7 +128,7 @@ class Family(ABC):
 
     def bind_priors(self, user: Mapping[str, str] | None) -> dict[str, list[Prior]]:
         """Resolve defaults and user overrides into ``self.priors`` and return them."""
-        from bayesfuse.priors import resolve_priors
+        from bayesfuse.specs.priors import resolve_priors
 
         self.priors = resolve_priors(self.prior_blocks(), self.default_priors(), user)
         return self.priors
@@ -247,7 +247,7 @@ class Family(ABC):
         maps onto each other (the orderings of stick-breaking weights, which fit the data
         equally well but carry different prior mass), the sampler moves each chain, at
         the end of the warmup window before the last slow one, to the relabelling the
-        family prefers (see :class:`bayesfuse.sampler._RelabellingNUTS`). Warmup draws are
+        family prefers (see :class:`bayesfuse.inference.nuts._RelabellingNUTS`). Warmup draws are
         discarded and sampling is plain NUTS; what changes is the mode each chain starts
         sampling in. Used only when :attr:`relabels_in_warmup` is true.
 
@@ -274,7 +274,7 @@ class Family(ABC):
         in, and label-invariant quantities then come from that mode's share of the posterior
         only. After every transition in sampling the sampler proposes ``z_new`` from this
         method and accepts it with probability min(1, exp(U(z) − U(z_new) + log_correction)),
-        U being the potential energy (see :class:`bayesfuse.sampler._RelabellingNUTS`).
+        U being the potential energy (see :class:`bayesfuse.inference.nuts._RelabellingNUTS`).
         Used only when :attr:`relabels_in_sampling` is true.
 
         Returns

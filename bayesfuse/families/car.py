@@ -45,7 +45,7 @@ import numpyro.distributions as dist
 from bayesfuse.errors import SpecError
 from bayesfuse.families import _blocktri, _graph
 from bayesfuse.families.base import Family, register
-from bayesfuse.priors import Prior, PriorBlock
+from bayesfuse.specs.priors import Prior, PriorBlock
 
 __all__ = ["Car"]
 

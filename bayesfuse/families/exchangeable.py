@@ -50,7 +50,7 @@ from bayesfuse.families.base import (
     pooling_weight_gaussian,
     register,
 )
-from bayesfuse.priors import Prior, PriorBlock
+from bayesfuse.specs.priors import Prior, PriorBlock
 
 #: quadrature abscissae x; the nodes in s = log λ are mode + width·sinh(x) (see
 #: :func:`scale_mixture_posterior`)
@@ -445,7 +445,7 @@ class Exchangeable(Family):
         """
         import pymc as pm
 
-        from bayesfuse.backends import pymc as pmb
+        from bayesfuse.inference import pymc as pmb
 
         n_tasks, n_params = data["theta_hat"].shape
         with pm.Model() as model:

@@ -55,7 +55,7 @@ import pandas as pd
 from bayesfuse.errors import SpecError
 from bayesfuse.families import _blocktri, _graph
 from bayesfuse.families.base import Family, register
-from bayesfuse.priors import Prior, PriorBlock, format_number
+from bayesfuse.specs.priors import Prior, PriorBlock, format_number
 
 __all__ = ["Gmrf"]
 

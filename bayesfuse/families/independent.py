@@ -15,7 +15,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayesfuse.families.base import Family, block_distribution, mvn_logpdf, register
-from bayesfuse.priors import Prior, PriorBlock, stacked_args
+from bayesfuse.specs.priors import Prior, PriorBlock, stacked_args
 
 
 @register

@@ -42,7 +42,7 @@ from bayesfuse.families.base import (
     pooling_weight_gaussian,
     register,
 )
-from bayesfuse.priors import Prior, PriorBlock, format_number, stacked_args
+from bayesfuse.specs.priors import Prior, PriorBlock, format_number, stacked_args
 
 
 @register
@@ -268,7 +268,7 @@ class MetaRegression(Family):
         """
         import pymc as pm
 
-        from bayesfuse.backends import pymc as pmb
+        from bayesfuse.inference import pymc as pmb
 
         n_params, n_cov = data["theta_hat"].shape[1], data["zstd"].shape[1]
         with pm.Model() as model:

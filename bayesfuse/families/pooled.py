@@ -14,7 +14,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayesfuse.families.base import Family, block_distribution, mvn_logpdf, register
-from bayesfuse.priors import Prior, PriorBlock
+from bayesfuse.specs.priors import Prior, PriorBlock
 
 
 @register

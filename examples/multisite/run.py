@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import bayesfuse as bf
-from bayesfuse.datasets import STAR_COVARIATES, star_analysis_frame
+from bayesfuse.data.datasets import STAR_COVARIATES, star_analysis_frame
 from bayesfuse.errors import ConvergenceWarning
 
 MIN_N = 20

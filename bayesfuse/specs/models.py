@@ -118,7 +118,7 @@ class ModelSpec:
 def models_dir() -> Path:
     """Folder of the shipped specs (``models/`` in a checkout, ``bayesfuse/_models`` in a
     wheel)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the package folder
     for candidate in (here / "_models", here.parent / "models"):
         if candidate.is_dir():
             return candidate

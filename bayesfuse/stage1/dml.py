@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse.data.estimates import TaskEstimates, _task_label
 from bayesfuse.errors import DataError, TaskWarning
-from bayesfuse.estimates import TaskEstimates, _task_label
-from bayesfuse.learners import describe_learner, resolve_learner
+from bayesfuse.stage1.learners import describe_learner, resolve_learner
 
 __all__ = ["estimate_tasks", "ESTIMANDS", "BACKENDS"]
 
@@ -82,7 +82,8 @@ def estimate_tasks(
         the partially linear coefficient. (``"blp"`` is planned.)
     learner : str, estimator or mapping
         ``"gbm"``, ``"rf"``, ``"lasso"``, ``"linear"``, any scikit-learn estimator, or
-        ``{"outcome": ..., "propensity": ...}``; see :func:`bayesfuse.learners.resolve_learner`.
+        ``{"outcome": ..., "propensity": ...}``; see
+        :func:`bayesfuse.stage1.learners.resolve_learner`.
     folds : int, default 5
         Cross-fitting folds (``n_folds`` of DoubleML), at least 2.
     n_jobs : int, default -1
@@ -174,7 +175,8 @@ def _stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], t
 
     Returns the per-task results of :func:`_fit_one_task` (task order), the ``flags`` table,
     the provenance ``meta`` and the outcome names. :func:`estimate_tasks` builds its
-    ``TaskEstimates`` from them; :func:`bayesfuse.site.site_summary` writes one site's summary.
+    ``TaskEstimates`` from them; :func:`bayesfuse.stage1.site.site_summary` writes one site's
+    summary.
     """
     binary = _check_options(estimand, folds, n_jobs, min_n, min_arm, propensity_bounds,
                             trimming_threshold, backend, client)

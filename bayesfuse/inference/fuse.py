@@ -11,11 +11,11 @@ from typing import Any
 
 import pandas as pd
 
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import BayesfuseError, ConvergenceWarning, EstimatesError, SpecError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families.base import Family, get_family
-from bayesfuse.priors import prior_strings
-from bayesfuse.spec import ModelSpec, load_spec
+from bayesfuse.specs.models import ModelSpec, load_spec
+from bayesfuse.specs.priors import prior_strings
 
 __all__ = ["fuse", "prepare"]
 
@@ -134,8 +134,8 @@ def fuse(
     >>> fit = bf.fuse(est, model="exchangeable", seed=1)          # doctest: +SKIP
     >>> fit.summary()[["task", "mean", "eti_low", "eti_high"]]    # doctest: +SKIP
     """
+    from bayesfuse.inference.nuts import run_numpyro
     from bayesfuse.result import FusionResult
-    from bayesfuse.sampler import run_numpyro
 
     if method not in ("nuts", "exact"):
         raise SpecError(f"Unknown method '{method}'. Valid methods: nuts, exact.")
@@ -147,11 +147,11 @@ def fuse(
         estimates, model, priors, chains=chains, draws=draws, warmup=warmup,
         target_accept=target_accept, chain_method=chain_method, **options)
     if method == "exact":
-        from bayesfuse.sampler import run_exact
+        from bayesfuse.inference.nuts import run_exact
 
         samples = run_exact(family, spec.sampler, seed, prior_draws=prior_draws)
     elif backend == "pymc":
-        from bayesfuse.backends import pymc as pymc_backend
+        from bayesfuse.inference import pymc as pymc_backend
 
         samples = pymc_backend.run_pymc(family, spec.sampler, seed, collapsed=collapsed,
                                         prior_draws=prior_draws)
@@ -173,7 +173,7 @@ def fuse(
         "timings": samples.timings,
         "versions": _versions(),
     }
-    from bayesfuse.convert import build_idata
+    from bayesfuse.inference.convert import build_idata
 
     idata = build_idata(family, estimates, samples, meta)
     result = FusionResult(idata, estimates=estimates, family=family)

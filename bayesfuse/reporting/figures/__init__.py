@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesfuse import _layout
 from bayesfuse.errors import ReportError
+from bayesfuse.reporting import layout as _layout
 
 __all__ = [
     "forest",
@@ -560,7 +560,7 @@ def task_graph(fit: Any, threshold: float | None = None, layout: str = "circle",
 def _hyper_draws(fit: Any, var_names: Sequence[str] | None, group: str = "posterior",
                  ) -> dict[str, np.ndarray]:
     """Flat hyperparameter elements (``mu[read]``) -> draws of shape (chain, draw)."""
-    from bayesfuse.diagnostics import flat_names
+    from bayesfuse.analysis.diagnostics import flat_names
 
     names = list(fit.hyperparameters) if var_names is None else list(var_names)
     posterior = fit.idata.posterior

@@ -1,6 +1,6 @@
 """Frequentist comparators for the Bayesian fusion models.
 
-Every function takes a :class:`~bayesfuse.estimates.TaskEstimates` (θ̂ₖ of shape (K, p) with
+Every function takes a :class:`~bayesfuse.data.estimates.TaskEstimates` (θ̂ₖ of shape (K, p) with
 covariances Vₖ of shape (K, p, p)) and returns a tidy :class:`pandas.DataFrame`:
 
 * :func:`no_pooling` -- each task on its own (normal intervals from Vₖ);
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import ConvergenceWarning, EstimatesError, SpecError
-from bayesfuse.estimates import TaskEstimates
 
 __all__ = [
     "BaselineFrame",

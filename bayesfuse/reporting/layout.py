@@ -1,7 +1,7 @@
 """Task orderings and graph layouts for the similarity plots: pure array functions.
 
 Every function takes plain NumPy arrays and returns plain NumPy arrays; validation of user
-input happens in :mod:`bayesfuse.plot`.
+input happens in :mod:`bayesfuse.reporting.figures`.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def load_star() -> pd.DataFrame:
     functions. QJE 114(2), 497-532. Kleiber, C. & Zeileis, A. (2008). Applied Econometrics
     with R (package AER, data STAR).
     """
-    source = resources.files("bayesfuse.datasets") / "data" / "star.csv.gz"
+    source = resources.files("bayesfuse.data.datasets") / "data" / "star.csv.gz"
     with resources.as_file(source) as path:
         frame = pd.read_csv(path, compression="gzip")
     for column in frame.columns:

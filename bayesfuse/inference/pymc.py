@@ -4,7 +4,7 @@
 data)``) from the same resolved priors as the NumPyro model, samples it with PyMC's own NUTS,
 and then hands the posterior draws of the hyperparameter sites to the family's JAX per-draw
 functions (``draw_theta``, ``pointwise_loglik``, ``pooling_weight``, ``extra_draws``),
-exactly as :func:`bayesfuse.sampler.run_numpyro` does. The backends therefore differ only in
+exactly as :func:`bayesfuse.inference.nuts.run_numpyro` does. The backends therefore differ only in
 how φ is sampled, which is what the agreement tests check. Prior draws come from the NumPyro
 plain model (same priors), so both backends fill the ``prior`` group identically.
 
@@ -35,13 +35,13 @@ import numpy as np
 
 from bayesfuse.errors import FitError
 from bayesfuse.families.base import FAMILIES, Family
-from bayesfuse.priors import Prior, stacked_args
-from bayesfuse.sampler import (  # also enables JAX x64
+from bayesfuse.inference.nuts import (  # also enables JAX x64
     Draws,
     _postprocess_fn,
     _prior_draws,
 )
-from bayesfuse.spec import SamplerConfig
+from bayesfuse.specs.models import SamplerConfig
+from bayesfuse.specs.priors import Prior, stacked_args
 
 __all__ = [
     "run_pymc",
@@ -126,7 +126,7 @@ def run_pymc(family: Family, config: SamplerConfig, seed: int, collapsed: bool =
     Returns
     -------
     Draws
-        As :func:`bayesfuse.sampler.run_numpyro`: hyperparameters (C, S, ...), θ
+        As :func:`bayesfuse.inference.nuts.run_numpyro`: hyperparameters (C, S, ...), θ
         (C, S, K, p), log-likelihood (C, S, K), pooling (K, p), predictive (C, S, K, p),
         sample statistics with the same keys.
 

@@ -26,8 +26,8 @@ jax.config.update("jax_enable_x64", True)
 from numpyro.infer import MCMC, NUTS, Predictive, init_to_median  # noqa: E402
 
 from bayesfuse.families.base import Family  # noqa: E402
-from bayesfuse.priors import prior_strings  # noqa: E402
-from bayesfuse.spec import SamplerConfig  # noqa: E402
+from bayesfuse.specs.models import SamplerConfig  # noqa: E402
+from bayesfuse.specs.priors import prior_strings  # noqa: E402
 
 __all__ = ["Draws", "run_numpyro", "chain_method_for", "clear_cache"]
 

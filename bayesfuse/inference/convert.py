@@ -18,10 +18,10 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import FitError
-from bayesfuse.estimates import TaskEstimates
 from bayesfuse.families.base import Family
-from bayesfuse.sampler import Draws
+from bayesfuse.inference.nuts import Draws
 
 __all__ = ["build_idata", "estimates_from_idata", "read_meta", "META_KEY"]
 

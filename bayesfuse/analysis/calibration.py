@@ -24,7 +24,7 @@ smallest p-value is judged after a Bonferroni correction over the quantities.
 Examples
 --------
 >>> import numpy as np, bayesfuse as bf
->>> from bayesfuse.calibration import sbc
+>>> from bayesfuse.analysis.calibration import sbc
 >>> template = bf.TaskEstimates([f"t{k}" for k in range(8)], np.zeros(8),
 ...                             np.linspace(0.5, 1.5, 8) ** 2)
 >>> result = sbc("exchangeable", template, n_sims=200, method="exact",
@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import SpecError
-from bayesfuse.estimates import TaskEstimates
 
 __all__ = ["SBCResult", "sbc", "sbc_ranks", "rank_uniformity", "binomial_band",
            "plot_ranks", "STUDY_SETTINGS", "study_template"]
@@ -312,7 +312,7 @@ def _simulate_truth(family: Any, n_sims: int, seed: int) -> dict[str, np.ndarray
     """
     import jax
 
-    from bayesfuse.sampler import _prior_draws
+    from bayesfuse.inference.nuts import _prior_draws
 
     data = {k: np.asarray(v) for k, v in family.data().items()}
     prior, _ = _prior_draws(family, data, jax.random.PRNGKey(seed), n_sims)
@@ -420,8 +420,8 @@ def sbc(
     """
     import jax
 
-    from bayesfuse.fusion import prepare
-    from bayesfuse.sampler import run_numpyro
+    from bayesfuse.inference.fuse import prepare
+    from bayesfuse.inference.nuts import run_numpyro
 
     if method not in ("nuts", "exact"):
         raise SpecError(f"Unknown method '{method}'. Valid methods: nuts, exact.")
@@ -515,7 +515,7 @@ def sbc(
 
 def _min_ess(values: np.ndarray) -> float:
     """Smallest bulk ESS over quantities of (chain, draw, Q) values (constant ones skipped)."""
-    from bayesfuse.diagnostics import _ess, _split_chains, _z_scale
+    from bayesfuse.analysis.diagnostics import _ess, _split_chains, _z_scale
 
     varying = values.reshape(-1, values.shape[-1]).std(axis=0) > 0
     if not varying.any():

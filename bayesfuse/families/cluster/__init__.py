@@ -102,7 +102,7 @@ from bayesfuse.families.base import (
     pooling_weight_gaussian,
     register,
 )
-from bayesfuse.priors import Prior, PriorBlock, format_number
+from bayesfuse.specs.priors import Prior, PriorBlock, format_number
 
 __all__ = ["Cluster", "coclustering", "point_clustering", "binder_loss", "order_log_prob"]
 
@@ -458,8 +458,8 @@ class Cluster(Family):
         import pymc as pm
         import pytensor.tensor as pt
 
-        from bayesfuse.backends import pymc as pmb
         from bayesfuse.errors import FitError
+        from bayesfuse.inference import pymc as pmb
 
         if not collapsed:
             raise FitError("cluster: the PyMC backend fits the collapsed mixture only; use "

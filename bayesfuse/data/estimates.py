@@ -9,7 +9,7 @@ File formats (read by :func:`read_estimates`, written by :meth:`TaskEstimates.to
 * scalar CSV: ``task, estimate, se`` (or ``variance``) ``[, n, covariate columns...]``;
 * vector CSV (long): ``task, param, estimate, se, cov[<param>]..., [n, covariates...]``,
   one row per (task, param), the ``cov[...]`` columns holding the row of Vₖ;
-* summary JSON (``bayesfuse site``): see :mod:`bayesfuse.summary`.
+* summary JSON (``bayesfuse site``): see :mod:`bayesfuse.data.summary`.
 """
 
 from __future__ import annotations
@@ -603,7 +603,7 @@ def read_estimates(
     if any(is_json):
         if not all(is_json):
             raise EstimatesError("Give either summary JSON files or estimates CSV files, not both.")
-        from bayesfuse.summary import read_summaries
+        from bayesfuse.data.summary import read_summaries
 
         return read_summaries(paths)
     parts = [_read_one(Path(p)) for p in paths]

@@ -1,9 +1,9 @@
 """Site summary files: what a site sends instead of its rows (JSON, versioned schema).
 
-Version 1 (``bayesfuse/schemas/summary-v1.json``, documented in ``docs/summary-format.md``)
+Version 1 (``bayesfuse/data/schemas/summary-v1.json``, documented in ``docs/summary-format.md``)
 holds one task per file::
 
-    {"schema": "bayesfuse.summary", "version": 1,
+    {"schema": "bayesfuse.data.summary", "version": 1,
      "task": "school-12", "estimand": "ate", "params": ["theta"],
      "estimate": [0.21], "covariance": [[0.0049]],
      "n": 84, "n_treated": 40, "n_control": 44,
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import EstimatesError
-from bayesfuse.estimates import TaskEstimates
 
 __all__ = [
     "read_summary",
@@ -49,7 +49,7 @@ __all__ = [
     "PROVENANCE_FIELDS",
 ]
 
-SCHEMA = "bayesfuse.summary"
+SCHEMA = "bayesfuse.data.summary"
 VERSION = 1
 MAX_SUMMARY_BYTES = 20 * 1024 * 1024  # refuse summary files above 20 MB
 MAX_TASKS = 100_000

@@ -11,7 +11,7 @@ Sensitivity hook
 ``write_report(fit, path, sensitivity=...)`` takes a mapping of section titles to results;
 each value is a DataFrame (drawn as a table), a Matplotlib ``Figure`` / ``Axes`` / array of
 Axes (an inline image), a string (a paragraph), or a list of these. It also takes the
-result of ``bayesfuse.sensitivity.sensitivity_analysis`` directly (its tables, figures and
+result of ``bayesfuse.analysis.sensitivity.sensitivity_analysis`` directly (its tables, figures and
 messages), or any object with a ``report_sections()`` method returning such a mapping.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse.errors import ReportError
-from bayesfuse.tables import format_table, headers, hyper_table, results_table
+from bayesfuse.reporting.tables import format_table, headers, hyper_table, results_table
 
 __all__ = ["render_report", "write_report", "figure_to_data_uri", "sensitivity_sections"]
 
@@ -138,7 +138,7 @@ class _Figures:
         self.failures: list[str] = []
 
     def __call__(self, draw: Callable[[], Any], alt: str, caption: str) -> str:
-        from bayesfuse.plot import offscreen
+        from bayesfuse.reporting.figures import offscreen
 
         try:
             with offscreen(), warnings.catch_warnings():
@@ -243,7 +243,7 @@ def _diagnostics_section(fit: Any, figure: _Figures) -> str:
         for name, v in zip(checks["check"], checks["value"], strict=True)]
     checks["passed"] = checks["passed"].map({True: "yes", False: "NO"})
     parts.append(_table(checks, caption="Checks (worst value over the reported quantities)"))
-    from bayesfuse import plot
+    from bayesfuse.reporting import figures as plot
 
     if fit.hyperparameters:
         parts.append(figure(lambda: plot.trace(fit), "Rank plots of the hyperparameters",
@@ -257,7 +257,7 @@ def _diagnostics_section(fit: Any, figure: _Figures) -> str:
 
 
 def _results_section(fit: Any, ci_prob: float, interval: str, figure: _Figures) -> str:
-    from bayesfuse import plot
+    from bayesfuse.reporting import figures as plot
 
     pct = f"{100 * ci_prob:g}%"
     kind = "equal-tailed" if interval == "eti" else "highest-density"
@@ -282,7 +282,7 @@ def _results_section(fit: Any, ci_prob: float, interval: str, figure: _Figures) 
 
 
 def _hyper_section(fit: Any, ci_prob: float, interval: str, figure: _Figures) -> str:
-    from bayesfuse import plot
+    from bayesfuse.reporting import figures as plot
 
     parts = ['<h2 id="hyper">Hyperparameters</h2>\n']
     table = hyper_table(fit, ci_prob, interval)
@@ -300,7 +300,7 @@ def _hyper_section(fit: Any, ci_prob: float, interval: str, figure: _Figures) ->
 
 
 def _similarity_section(fit: Any, figure: _Figures) -> str:
-    from bayesfuse import plot
+    from bayesfuse.reporting import figures as plot
 
     kind = fit.family.similarity_kind
     parts = ['<h2 id="similarity">Similarity between tasks</h2>\n',
@@ -328,7 +328,7 @@ def sensitivity_sections(results: Any) -> tuple[dict[str, list[Any]], list[Any]]
     results : mapping or object
         A mapping of title -> item(s) is used as given. An object with a
         ``report_sections()`` method gives its mapping. A dataclass of DataFrames (such as
-        ``bayesfuse.sensitivity.SensitivityResult``) gives one section per non-empty
+        ``bayesfuse.analysis.sensitivity.SensitivityResult``) gives one section per non-empty
         DataFrame field, with the figure of the same name from its ``figures()`` method,
         and its ``messages`` as notes.
 
@@ -365,7 +365,7 @@ def sensitivity_sections(results: Any) -> tuple[dict[str, list[Any]], list[Any]]
         return sections, created
     raise ReportError(
         "sensitivity must be a mapping of section title -> DataFrame, figure or text, or a "
-        f"sensitivity result (bayesfuse.sensitivity.sensitivity_analysis); got "
+        f"sensitivity result (bayesfuse.analysis.sensitivity.sensitivity_analysis); got "
         f"{type(results).__name__}."
     )
 

@@ -53,8 +53,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import BayesfuseError, BayesfuseWarning, FitError, SpecError
-from bayesfuse.estimates import TaskEstimates
 
 __all__ = [
     "SensitivityError",
@@ -110,7 +110,7 @@ def _quantities(fit: Any, variables: Sequence[str] | None = None,
         ``"mu"``, ``"tau[read]"``, ``"theta[A]"`` (p = 1) or ``"theta[A,read]"``.
     draws : ndarray of shape (chain·draw, Q)
     """
-    from bayesfuse.diagnostics import flat_names
+    from bayesfuse.analysis.diagnostics import flat_names
 
     post = fit.idata.posterior
     names: list[str] = []
@@ -500,7 +500,7 @@ def _refit(fit: Any, estimates: TaskEstimates | None = None,
     default priors then apply); ``overrides`` go to :func:`bayesfuse.fuse` (draws,
     chains, warmup, method...).
     """
-    from bayesfuse.fusion import fuse
+    from bayesfuse.inference.fuse import fuse
 
     meta = fit.meta
     spec = fit.spec
@@ -513,7 +513,7 @@ def _refit(fit: Any, estimates: TaskEstimates | None = None,
                  "sampler": sampler}
         priors = dict(fit.priors if priors is None else priors)
     else:
-        from bayesfuse.spec import load_spec
+        from bayesfuse.specs.models import load_spec
 
         loaded = load_spec(model)
         model = {"family": loaded.family, "options": dict(loaded.options),
@@ -591,7 +591,7 @@ def _as_fit(fit_or_est: Any, model: Any, fuse_kwargs: Mapping[str, Any]) -> Any:
     if isinstance(fit_or_est, FusionResult):
         return fit_or_est
     if isinstance(fit_or_est, TaskEstimates | pd.DataFrame):
-        from bayesfuse.fusion import fuse
+        from bayesfuse.inference.fuse import fuse
 
         kwargs = {"warn": False, **fuse_kwargs}
         with warnings.catch_warnings():
@@ -687,7 +687,7 @@ def default_sweep(fit: Any) -> dict[str, list[str]]:
     -------
     dict of block name -> list of prior strings
     """
-    from bayesfuse.priors import format_number, parse_prior
+    from bayesfuse.specs.priors import format_number, parse_prior
 
     out: dict[str, list[str]] = {}
     for block in fit.family.prior_blocks():

@@ -1,7 +1,7 @@
 """``bayesfuse site``: stage 1 on one site's own rows, written as a summary file.
 
 A site that cannot share its records runs :func:`site_summary` (or ``bayesfuse site``) and
-sends the resulting JSON file (format: :mod:`bayesfuse.summary`, ``docs/summary-format.md``)
+sends the resulting JSON file (format: :mod:`bayesfuse.data.summary`, ``docs/summary-format.md``)
 to the coordinator, who merges the files with :func:`bayesfuse.read_estimates`.
 
 Privacy guards:
@@ -10,7 +10,7 @@ Privacy guards:
   for a binary treatment, fewer than ``min_n`` treated or controls;
 * nothing row-level is written: only θ̂, Vₖ, counts, the task covariates given, and
   provenance (learners, folds, seed, versions, time);
-* optional differential privacy for θ̂ (:mod:`bayesfuse.dp`).
+* optional differential privacy for θ̂ (:mod:`bayesfuse.stage1.dp`).
 
 Reproducibility: the same rows, options and seed give a byte-identical file when
 ``created_at`` is fixed (argument, or the ``SOURCE_DATE_EPOCH`` environment variable) and,
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse.data.estimates import _task_label
 from bayesfuse.errors import DataError
-from bayesfuse.estimates import _task_label
 
 __all__ = ["site_summary", "SiteError", "resolve_created_at"]
 
@@ -221,7 +221,7 @@ def site_summary(
     dp_epsilon, dp_delta, dp_sensitivity : float, optional
         Differential privacy for θ̂ (give all three): the analytic Gaussian mechanism with
         budget (ε, δ) for L2 sensitivity ``dp_sensitivity`` of θ̂ — a bound that *you*
-        state and are responsible for (see :mod:`bayesfuse.dp`). The noise variance is
+        state and are responsible for (see :mod:`bayesfuse.stage1.dp`). The noise variance is
         written to the file and added to Vₖ when the file is read.
     dp_seed : int, optional
         Seed of the privacy noise, for a reproducible file. Keep it secret (it is not
@@ -237,7 +237,7 @@ def site_summary(
     Returns
     -------
     dict
-        The summary document (schema ``bayesfuse.summary`` version 1): a single task object
+        The summary document (schema ``bayesfuse.data.summary`` version 1): a single task object
         at the top level for a one-task site, else a ``tasks`` list.
 
     Raises
@@ -253,9 +253,9 @@ def site_summary(
     ...                    covariates=["age", "sex"], learner="lasso",
     ...                    output="hospital-3.json")  # doctest: +SKIP
     """
-    from bayesfuse import dp as dp_module
-    from bayesfuse import stage1
-    from bayesfuse.summary import SCHEMA, VERSION, validate_summary, write_summary
+    from bayesfuse.data.summary import SCHEMA, VERSION, validate_summary, write_summary
+    from bayesfuse.stage1.dml import dml as stage1
+    from bayesfuse.stage1.dml import dp as dp_module
 
     if output is not None:
         from bayesfuse._io import check_overwrite
