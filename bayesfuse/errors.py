@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BayesfuseError",
+    "OptionError",
     "EstimatesError",
     "DataError",
     "PriorError",
@@ -24,6 +25,11 @@ __all__ = [
 
 class BayesfuseError(Exception):
     """Base class of every error bayesfuse raises on bad input or a failed step."""
+
+
+class OptionError(BayesfuseError, ValueError):
+    """An argument outside its allowed values: a probability outside (0, 1), a choice that
+    is not one of the options. Raised by :mod:`bayesfuse._validation` wherever it is checked."""
 
 
 class EstimatesError(BayesfuseError, ValueError):
