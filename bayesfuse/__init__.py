@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import warnings as _warnings
 
-from bayesfuse.data.estimates import TaskEstimates, read_estimates
+from bayesfuse.data import TaskEstimates, read_estimates
 from bayesfuse.errors import BayesfuseError
-from bayesfuse.inference import runtime  # noqa: F401  (must run before JAX starts)
 
 __version__ = "0.1.0"
 

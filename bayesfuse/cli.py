@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bayesfuse._validation import check_choice, check_probability
 from bayesfuse.errors import BayesfuseError, CliUsageError
 
 app = typer.Typer(
@@ -282,10 +283,11 @@ def fuse(
     """Stage 2: fuse per-task estimates with a task-similarity prior -> fit file."""
     import warnings
 
-    from bayesfuse.data.estimates import read_estimates
+    from bayesfuse.data.read import read_estimates
     from bayesfuse.errors import ConvergenceWarning
     from bayesfuse.inference.fuse import fuse as fuse_api
 
+    check_probability(ci_prob, "--ci-prob")
     _check_output(output, force)
     if summary is not None:
         _check_output(summary, force)
@@ -391,6 +393,7 @@ def sensitivity(
     from bayesfuse.analysis import sensitivity as sens
     from bayesfuse.result import load_fit
 
+    check_probability(ci_prob, "--ci-prob")
     _check_output(output, force)
     if csv_dir is not None and not csv_dir.is_dir():
         raise CliError(f"--csv-dir {csv_dir} is not an existing folder.")
@@ -458,6 +461,8 @@ def report(
     from bayesfuse.reporting.report import write_report
     from bayesfuse.result import load_fit
 
+    check_probability(ci_prob, "--ci-prob")
+    check_choice(interval, "--interval", ("eti", "hdi"))
     _check_output(output, force)
     fit = load_fit(fit_path)
     start = time.perf_counter()

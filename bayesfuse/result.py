@@ -13,19 +13,14 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse._io import atomic_write_with
+from bayesfuse._validation import check_choice, check_probability
 from bayesfuse.analysis.diagnostics import Diagnostics, Thresholds, diagnose, flat_names
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import BayesfuseError, FitError
-from bayesfuse.families.base import Family, get_family
+from bayesfuse.families import Family, get_family
 from bayesfuse.inference.convert import estimates_from_idata, read_meta
 
 __all__ = ["FusionResult", "load_fit", "compare"]
-
-
-def _check_prob(ci_prob: float) -> float:
-    if not isinstance(ci_prob, int | float) or not 0 < ci_prob < 1:
-        raise BayesfuseError(f"ci_prob must be in (0, 1), e.g. 0.95; got {ci_prob!r}.")
-    return float(ci_prob)
 
 
 def _interval_columns(values: np.ndarray, ci_prob: float) -> dict[str, np.ndarray]:
@@ -142,7 +137,7 @@ class FusionResult:
             the prior mean in E[θₖ]: 0 no pooling, 1 complete pooling), ``r_hat, ess_bulk,
             ess_tail``; one row per (task, param), K·p rows.
         """
-        ci_prob = _check_prob(ci_prob)
+        ci_prob = check_probability(ci_prob)
         theta = self.idata.posterior["theta"].transpose("chain", "draw", "task", "param")
         values = theta.values.reshape(theta.shape[0], theta.shape[1], -1)
         stats = _interval_columns(values, ci_prob)
@@ -194,7 +189,7 @@ class FusionResult:
             columns ``mean, sd, eti_low, eti_high, hdi_low, hdi_high, r_hat, ess_bulk,
             ess_tail, prior``.
         """
-        ci_prob = _check_prob(ci_prob)
+        ci_prob = check_probability(ci_prob)
         diag = self.diagnostics().set_index("quantity")
         rows = []
         for name in self.hyperparameters:
@@ -241,7 +236,7 @@ class FusionResult:
         DataFrame
             One row per posterior draw (chains × draws), one column per parameter.
         """
-        from bayesfuse.inference.nuts import per_draw_map
+        from bayesfuse.inference.draws import per_draw_map
 
         z = self.family.new_task_covariates(covariates)
         data = {k: np.asarray(v) for k, v in self.family.data().items()}
@@ -346,10 +341,7 @@ def compare(fits: Mapping[str, FusionResult], ic: str = "loo",
         ArviZ's comparison table, best model first: ``rank, elpd_loo, p_loo, elpd_diff,
         weight, se, dse, warning, scale``.
     """
-    methods = ("stacking", "BB-pseudo-BMA", "pseudo-BMA")
-    if method not in methods:
-        raise BayesfuseError(f"compare(): unknown method {method!r}; valid methods: "
-                             f"{', '.join(methods)}.")
+    check_choice(method, "method", ("stacking", "BB-pseudo-BMA", "pseudo-BMA"))
     if len(fits) < 2:
         raise BayesfuseError("compare() needs at least two fits, e.g. {'exch': f1, 'clus': f2}.")
     first = next(iter(fits.values()))

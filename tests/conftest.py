@@ -19,12 +19,21 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from bayesfuse.data.estimates import TaskEstimates  # noqa: E402
+from bayesfuse.inference import runtime  # noqa: E402
+
+# Importing bayesfuse changes no JAX setting; a fit makes two (bayesfuse.inference.runtime).
+# The test process makes them up front: many tests call family and sampler functions
+# directly and compare with float64 references, and the parallel-chain tests need several
+# CPU devices, which JAX fixes at its first computation.
+runtime.configure_host_devices()
+runtime.enable_x64()
 
 EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 EIGHT_SCHOOLS_SE = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def eight_schools() -> TaskEstimates:
-    """Rubin (1981) eight schools, written out here so the tests need no dataset module."""
+    """Rubin (1981) eight schools, written out here so the tests need no dataset module
+    (one object for the session: tests read it and never change it)."""
     return TaskEstimates(list("ABCDEFGH"), EIGHT_SCHOOLS_Y, np.square(EIGHT_SCHOOLS_SE))

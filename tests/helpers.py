@@ -7,6 +7,17 @@ import numpy as np
 from bayesfuse.data.estimates import TaskEstimates
 
 
+def clustered_estimates(seed=0, per=8, means=(-2.0, 0.0, 2.5), within=0.1, se=0.3):
+    """Scalar θ in well-separated clusters; returns estimates, true labels and true θ."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(len(means)), per)
+    theta = np.asarray(means)[truth] + within * rng.standard_normal(truth.size)
+    ses = rng.uniform(0.8 * se, 1.2 * se, truth.size)
+    est = TaskEstimates([f"t{k}" for k in range(truth.size)],
+                        theta + ses * rng.standard_normal(truth.size), ses**2)
+    return est, truth, theta
+
+
 def simulate_exchangeable(n_tasks: int, mu: float, tau: float, seed: int) -> TaskEstimates:
     """θₖ ~ N(mu, tau²), θ̂ₖ ~ N(θₖ, seₖ²) with seₖ uniform on [0.5, 1.5]."""
     rng = np.random.default_rng(seed)

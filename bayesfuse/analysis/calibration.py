@@ -305,41 +305,18 @@ def _quantities(family: Any, values: Mapping[str, np.ndarray], tasks: Sequence[i
 def _simulate_truth(family: Any, n_sims: int, seed: int) -> dict[str, np.ndarray]:
     """Prior draws of the family's sites and θ, shape (n_sims, ...) each.
 
-    The family's plain model supplies φ and θ (its prior predictive). For ``cluster``
-    the labels are summed out inside the model, so labels zₖ ~ Cat(π) are drawn from the
-    sampled weights and θₖ | zₖ ~ N(μ_z, T_z) anew (the same joint prior), and the number
-    of occupied clusters is taken from those labels.
+    The family's plain model supplies φ and θ (its prior predictive); the family then
+    completes them (``Family.complete_prior_truth``: e.g. the cluster labels, which the
+    plain model sums out, and θ given them).
     """
     import jax
 
-    from bayesfuse.inference.nuts import _prior_draws
+    from bayesfuse.inference.draws import prior_draws
 
     data = {k: np.asarray(v) for k, v in family.data().items()}
-    prior, _ = _prior_draws(family, data, jax.random.PRNGKey(seed), n_sims)
+    prior, _ = prior_draws(family, data, jax.random.PRNGKey(seed), n_sims)
     truth = {k: np.asarray(v)[0] for k, v in prior.items()}
-    if family.name == "cluster":
-        rng = np.random.default_rng([seed, 7])
-        weights = truth["weights"]  # (n, C)
-        n_comp = weights.shape[1]
-        cum = np.cumsum(weights, axis=1)
-        cum[:, -1] = 1.0
-        u = rng.uniform(size=(n_sims, family.estimates.n_tasks))
-        label = (u[:, :, None] > cum[:, None, :]).sum(axis=-1)  # inverse CDF, (n, K)
-        n_params = family.n_params
-        tau = np.broadcast_to(truth["tau"].reshape(n_sims, -1, n_params),
-                              (n_sims, n_comp, n_params))
-        if n_params > 1:
-            chol = tau[..., None] * np.linalg.cholesky(truth["corr"])[:, None]
-        else:
-            chol = tau[..., None]
-        rows = np.arange(n_sims)[:, None]
-        z = rng.standard_normal((n_sims, family.estimates.n_tasks, n_params))
-        truth["theta"] = truth["mu"][rows, label] + np.einsum(
-            "nkij,nkj->nki", chol[rows, label], z)
-        truth["label"] = label
-        occupied = (label[:, :, None] == np.arange(n_comp)).any(axis=1)
-        truth["n_clusters"] = occupied.sum(axis=1)
-    return truth
+    return family.complete_prior_truth(truth, np.random.default_rng([seed, 7]))
 
 
 def _missing_priors(family: Any, priors: Mapping[str, str]) -> list[str]:

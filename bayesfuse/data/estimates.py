@@ -2,22 +2,17 @@
 
 A ``TaskEstimates`` holds, for K tasks, the debiased estimates θ̂ₖ (K×p), their covariances
 Vₖ (K×p×p), optional sample sizes nₖ and task covariates zₖ, and the parameter names. It is
-validated once, when built, and is immutable afterwards.
+validated once, when built (from arrays, or from a table with :meth:`TaskEstimates.from_frame`),
+and is immutable afterwards.
 
-File formats (read by :func:`read_estimates`, written by :meth:`TaskEstimates.to_csv`):
-
-* scalar CSV: ``task, estimate, se`` (or ``variance``) ``[, n, covariate columns...]``;
-* vector CSV (long): ``task, param, estimate, se, cov[<param>]..., [n, covariates...]``,
-  one row per (task, param), the ``cov[...]`` columns holding the row of Vₖ;
-* summary JSON (``bayesfuse site``): see :mod:`bayesfuse.data.summary`.
+Files: :meth:`TaskEstimates.to_csv` writes the CSV that :mod:`bayesfuse.data.csv` reads;
+:func:`bayesfuse.data.read.read_estimates` reads CSV or summary JSON
+(:mod:`bayesfuse.data.summary`) files.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,18 +20,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse._io import atomic_write_text
 from bayesfuse.errors import EstimatesError
 
-__all__ = ["TaskEstimates", "read_estimates"]
-
-_COV_COL = re.compile(r"^cov\[(.+)\]$")
-_RESERVED = {"task", "param", "estimate", "se", "variance", "n"}
-MAX_FILE_BYTES = 200 * 1024 * 1024  # refuse estimates files above 200 MB
-MAX_COVARIATE_COLUMNS = 200  # task covariates in an estimates CSV
+__all__ = ["TaskEstimates", "task_label"]
 
 
-def _task_label(value: Any) -> str:
-    """Task id as a string: integral floats lose their '.0' (school 63.0 -> '63')."""
+def task_label(value: Any) -> str:
+    """Task id as a string: integral floats lose their '.0' (school 63.0 -> '63').
+
+    Parameters
+    ----------
+    value : object
+        A task id as read from a table (str, int, float...).
+
+    Returns
+    -------
+    str
+    """
     if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return str(value)
@@ -119,7 +120,7 @@ class TaskEstimates:
         flags: pd.DataFrame | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> None:
-        task_ids = [_task_label(t) for t in np.asarray(list(tasks), dtype=object)]
+        task_ids = [task_label(t) for t in np.asarray(list(tasks), dtype=object)]
         n_tasks = len(task_ids)
         if n_tasks < 2:
             raise EstimatesError(
@@ -296,7 +297,7 @@ class TaskEstimates:
     # ------------------------------------------------------------------ transforms
     def select(self, tasks: Sequence[Any]) -> TaskEstimates:
         """A new ``TaskEstimates`` holding only ``tasks`` (in that order)."""
-        labels = [_task_label(t) for t in tasks]
+        labels = [task_label(t) for t in tasks]
         index = {t: i for i, t in enumerate(self._tasks)}
         missing = [t for t in labels if t not in index]
         if missing:
@@ -306,7 +307,7 @@ class TaskEstimates:
 
     def drop(self, tasks: Sequence[Any]) -> TaskEstimates:
         """A new ``TaskEstimates`` without ``tasks``."""
-        labels = {_task_label(t) for t in tasks}
+        labels = {task_label(t) for t in tasks}
         return self.select([t for t in self._tasks if t not in labels])
 
     def inflate(self, factor: float) -> TaskEstimates:
@@ -370,8 +371,6 @@ class TaskEstimates:
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_frame` to CSV atomically (full float precision). Returns the path."""
-        from bayesfuse._io import atomic_write_text
-
         text = self.to_frame().to_csv(index=False, float_format="%.17g")
         return atomic_write_text(path, text)
 
@@ -441,27 +440,27 @@ class TaskEstimates:
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise EstimatesError(
-                    f"Column '{column}' must be numeric; task '{_task_label(df[task].iloc[row])}' "
+                    f"Column '{column}' must be numeric; task '{task_label(df[task].iloc[row])}' "
                     f"has {df[column].iloc[row]!r}."
                 )
             if values.isna().any():
                 row = int(np.flatnonzero(values.isna().to_numpy())[0])
                 raise EstimatesError(
                     f"Column '{column}' has a missing value for task "
-                    f"'{_task_label(df[task].iloc[row])}'."
+                    f"'{task_label(df[task].iloc[row])}'."
                 )
         if param is None:
             tasks = df[task].tolist()
             values = _numeric(df[value_col]).to_numpy(dtype=float)
             if variance is None:
-                labels = [_task_label(t) for t in tasks]
+                labels = [task_label(t) for t in tasks]
                 for k in np.flatnonzero(~(values > 0) | ~np.isfinite(values)):
                     raise EstimatesError(
                         f"Task '{labels[k]}': standard error must be a finite number > 0; "
                         f"got {values[k]}."
                     )
                 values = values**2
-            cov_frame = (df.set_index(df[task].map(_task_label))[list(covariates)]
+            cov_frame = (df.set_index(df[task].map(task_label))[list(covariates)]
                          if covariates else None)
             return cls(
                 tasks,
@@ -483,7 +482,7 @@ def _task_level(frame: pd.DataFrame | None, columns: Sequence[str] | None) -> pd
 
 def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covariates, estimand,
                      cls):
-    labels = df[task].map(_task_label)
+    labels = df[task].map(task_label)
     param_names = list(dict.fromkeys(df[param].astype(str)))
     tasks = list(dict.fromkeys(labels))
     counts = labels.value_counts()
@@ -545,7 +544,7 @@ def _validate_covariates(covariates: Any, tasks: list[str]) -> pd.DataFrame | No
         covariates = pd.DataFrame(dict(covariates))
     if isinstance(covariates, pd.DataFrame):
         frame = covariates.copy()
-        index = [_task_label(t) for t in frame.index]
+        index = [task_label(t) for t in frame.index]
         if set(index) >= set(tasks) and len(frame) >= len(tasks) and frame.index.is_unique:
             frame.index = index
             frame = frame.loc[tasks]
@@ -577,144 +576,3 @@ def _validate_covariates(covariates: Any, tasks: list[str]) -> pd.DataFrame | No
             raise EstimatesError(f"Task '{tasks[k]}': covariate '{column}' is not finite.")
         frame[column] = values.astype(float)
     return frame
-
-
-# ---------------------------------------------------------------------- reading files
-def read_estimates(
-    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-) -> TaskEstimates:
-    """Read estimates from a CSV file or from one or several site summary JSON files.
-
-    Parameters
-    ----------
-    path : path or sequence of paths
-        A CSV (scalar: ``task, estimate, se[, n, covariates...]``; vector: long format with a
-        ``param`` column and ``cov[<param>]`` columns) or summary JSON file(s) written by
-        ``bayesfuse site``. Several paths are merged (all JSON, or all CSV).
-
-    Returns
-    -------
-    TaskEstimates
-    """
-    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
-    if not paths:
-        raise EstimatesError("No estimates file given.")
-    is_json = [Path(p).suffix.lower() == ".json" for p in paths]
-    if any(is_json):
-        if not all(is_json):
-            raise EstimatesError("Give either summary JSON files or estimates CSV files, not both.")
-        from bayesfuse.data.summary import read_summaries
-
-        return read_summaries(paths)
-    parts = [_read_one(Path(p)) for p in paths]
-    if len(parts) == 1:
-        return parts[0]
-    return _merge(parts, [str(p) for p in paths])
-
-
-def _read_one(path: Path) -> TaskEstimates:
-    if not path.exists():
-        raise EstimatesError(f"Estimates file not found: {path}")
-    if not path.is_file():
-        raise EstimatesError(f"Not a file: {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise EstimatesError(f"{path}: file is {size / 1e6:.0f} MB, above the 200 MB limit.")
-    if size == 0:
-        raise EstimatesError(f"{path}: file is empty.")
-    try:
-        with warnings.catch_warnings():
-            # rows longer than the header would silently become an index: refuse them
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, index_col=False)
-    except pd.errors.ParserWarning:
-        raise EstimatesError(f"{path}: some rows have more fields than the header; check the "
-                             "commas (quote text that contains commas).") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EstimatesError(f"{path}: not a readable CSV file ({first}).") from None
-    try:
-        return _frame_to_estimates(df)
-    except EstimatesError as exc:
-        raise EstimatesError(f"{path}: {exc}") from None
-
-
-def _frame_to_estimates(df: pd.DataFrame) -> TaskEstimates:
-    columns = list(df.columns)
-    if "task" not in columns or "estimate" not in columns:
-        raise EstimatesError(
-            f"an estimates CSV needs columns 'task', 'estimate' and 'se' (or 'variance'); "
-            f"found {columns}."
-        )
-    if "se" in columns:
-        se, variance = "se", None
-    elif "variance" in columns:
-        se, variance = None, "variance"
-    else:
-        raise EstimatesError(
-            f"an estimates CSV needs an 'se' or 'variance' column; found {columns}."
-        )
-    covariates = [c for c in columns if c not in _RESERVED and not _COV_COL.match(str(c))]
-    if len(covariates) > MAX_COVARIATE_COLUMNS:
-        raise EstimatesError(
-            f"an estimates CSV may hold at most {MAX_COVARIATE_COLUMNS} task-covariate "
-            f"columns; found {len(covariates)} ({', '.join(map(str, covariates[:5]))}, ...). "
-            "Drop the columns that are not task covariates."
-        )
-    return TaskEstimates.from_frame(
-        df,
-        task="task",
-        estimate="estimate",
-        se=se,
-        variance=variance,
-        n="n" if "n" in columns else None,
-        covariates=covariates or None,
-        param="param" if "param" in columns else None,
-    )
-
-
-def _merge(parts: list[TaskEstimates], sources: list[str]) -> TaskEstimates:
-    first = parts[0]
-    for part, source in zip(parts[1:], sources[1:], strict=True):
-        if part.params != first.params:
-            raise EstimatesError(
-                f"{source}: parameters {part.params} differ from {first.params} in {sources[0]}."
-            )
-        if (part.estimand or first.estimand) and part.estimand != first.estimand:
-            raise EstimatesError(
-                f"{source}: estimand '{part.estimand}' differs from '{first.estimand}' in "
-                f"{sources[0]}; fuse only estimates of the same quantity."
-            )
-    owner: dict[str, str] = {}
-    for part, source in zip(parts, sources, strict=True):
-        for t in part.tasks:
-            if t in owner:
-                raise EstimatesError(f"Task id '{t}' appears in both {owner[t]} and {source}.")
-            owner[t] = source
-    has_n = all(p.n is not None for p in parts)
-    has_cov = all(p.covariates is not None for p in parts)
-    covariates = None
-    if has_cov:
-        covariates = pd.concat([p.covariates for p in parts])
-        if covariates.isna().any().any():
-            raise EstimatesError("Task covariates differ between files; give the same columns.")
-    flags = pd.concat([p.flags for p in parts if len(p.flags)] or [first.flags])
-    meta = {"sources": sources}
-    return TaskEstimates(
-        [t for p in parts for t in p.tasks],
-        np.concatenate([p.estimates for p in parts]),
-        np.concatenate([p.covariances for p in parts]),
-        n=np.concatenate([p.n for p in parts]) if has_n else None,
-        covariates=covariates,
-        params=first.params,
-        estimand=first.estimand,
-        flags=flags,
-        meta=meta,
-    )
-
-
-def estimates_to_json_dict(est: TaskEstimates) -> dict[str, Any]:
-    """Plain-JSON description of the estimates (used in result metadata)."""
-    return json.loads(json.dumps({
-        "tasks": est.tasks, "params": est.params, "estimand": est.estimand,
-    }))

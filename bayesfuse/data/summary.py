@@ -3,7 +3,7 @@
 Version 1 (``bayesfuse/data/schemas/summary-v1.json``, documented in ``docs/summary-format.md``)
 holds one task per file::
 
-    {"schema": "bayesfuse.data.summary", "version": 1,
+    {"schema": "bayesfuse.summary", "version": 1,
      "task": "school-12", "estimand": "ate", "params": ["theta"],
      "estimate": [0.21], "covariance": [[0.0049]],
      "n": 84, "n_treated": 40, "n_control": 44,
@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from bayesfuse._io import atomic_write_text, check_overwrite
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import EstimatesError
 
@@ -49,7 +51,7 @@ __all__ = [
     "PROVENANCE_FIELDS",
 ]
 
-SCHEMA = "bayesfuse.data.summary"
+SCHEMA = "bayesfuse.summary"  # the file-format id written in every summary (not a module path)
 VERSION = 1
 MAX_SUMMARY_BYTES = 20 * 1024 * 1024  # refuse summary files above 20 MB
 MAX_TASKS = 100_000
@@ -469,8 +471,6 @@ def read_summaries(paths: Sequence[str | os.PathLike[str]]) -> TaskEstimates:
                                  f"{list(bad.get('covariates', {}))[:10]}, other tasks have "
                                  f"{list(names[0])[:10]}; give the same task covariates in "
                                  "every file (or none).")
-        import pandas as pd
-
         covariates = pd.DataFrame([t["covariates"] for t in tasks],
                                   index=[t["task"] for t in tasks], columns=list(names[0]))
     covariances = np.array([t["covariance"] + np.diag(t.get("dp_noise_variance", 0.0)
@@ -543,8 +543,6 @@ def write_summary(document: Mapping[str, Any], path: str | os.PathLike[str],
     -------
     Path
     """
-    from bayesfuse._io import atomic_write_text, check_overwrite
-
     check_overwrite(path, force)
     try:
         text = summary_text(document)

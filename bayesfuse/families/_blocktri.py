@@ -21,9 +21,8 @@ diagonal blocks Σᵢᵢ of G⁻¹ by the backward (Takahashi) recursion
 
 The gradients of the two scalars the likelihoods need are in closed form on the
 block-tridiagonal pattern (see the comment above :func:`log_det_and_log_inverse_diagonal`),
-so a gradient costs a few more such recursions, never a dense K×K matrix. At K = 200 with
-5-nearest-neighbour candidate edges on one covariate (w ≈ 5-10) the gmrf likelihood's
-value and gradient take 0.5–0.9 ms against 4–5 ms dense (one core). Padded slots are
+so a gradient costs a few more such recursions, never a dense K×K matrix
+(measurements: benchmarks/results/design_measurements.md). Padded slots are
 isolated unit diagonals (log 1 = 0) and are left out of every sum. The exact per-draw
 computations (θ draws, leave-one-out densities, pooling weights) use the same factors; the
 dense algebra of :mod:`bayesfuse.families._graph` stays the reference (the tests compare
@@ -61,8 +60,8 @@ __all__ = [
 LAYOUT_KEYS = ("band_slot_task", "band_task_slot", "band_diag_pos", "band_edge_pos", "band_pad")
 #: smallest block: below this the scans' per-step overhead outweighs the saved flops
 BLOCK_MIN = 16
-#: below this many tasks the dense factor is as fast (one core: 0.24 against 0.31 ms for
-#: value and gradient at K = 61, 0.61 against 0.39 ms at K = 100)
+#: below this many tasks the dense factor is as fast
+#: (measurements: benchmarks/results/design_measurements.md)
 MIN_TASKS = 80
 #: use the block form only when it cuts the tasks into at least this many blocks
 MIN_BLOCKS = 4

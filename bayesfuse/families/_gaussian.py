@@ -10,10 +10,8 @@ closed form (a custom JVP):
 
     d log N(r; 0, S) = −aᵀ dr + ½ Σᵢⱼ (a aᵀ − S⁻¹)ᵢⱼ dSᵢⱼ,      a = S⁻¹ r
 
-so reverse mode costs one element-wise product with (a aᵀ − S⁻¹) per input.
-Measured (2026-12-02, one CPU core, value + gradient of the cluster likelihood, C = 10):
-p = 8, K = 63: 2.03 ms → 0.53 ms; p = 8, K = 500: 65.2 → 3.4 ms; p = 4, K = 500:
-1.52 → 0.65 ms; p = 2, K = 500: 0.27 ms either way (LAPACK autodiff: 9.8, 3.6, 1.8 ms).
+so reverse mode costs one element-wise product with (a aᵀ − S⁻¹) per input
+(measurements: benchmarks/results/design_measurements.md).
 
 For scalar θ the cluster family's whole likelihood, log Σ_c π_c N(θ̂ₖ; μ_c, T_c + Vₖ), is
 one function with a closed-form derivative (:func:`normal_mixture_logpdf`), laid out
@@ -130,10 +128,9 @@ def normal_mixture_logpdf(log_weights: jax.Array, loc: jax.Array, scale_var: jax
         ∂/∂log π_c = r_kc,  ∂/∂m_c = r_kc a_kc,  ∂/∂s_c = ½ r_kc (a_kc² − 1/(s_c + vₖ)),
 
     (and ∂/∂xₖ, ∂/∂vₖ likewise), so the reverse pass costs a few products on the
-    C × K arrays the value already made. Measured (2026-12-02, one CPU core, float64,
-    C = 10, value and gradient inside a compiled loop): K = 1,000 59 µs against 173 µs for
-    autodiff through :func:`gaussian_logpdf` and ``logsumexp``; a leapfrog step of NUTS on
-    the whole cluster model (one chain, fixed step size) 136 µs against 203 µs.
+    C × K arrays the value already made, a fraction of the cost of autodiff through
+    :func:`gaussian_logpdf` and ``logsumexp``
+    (measurements: benchmarks/results/design_measurements.md).
 
     Parameters
     ----------

@@ -211,11 +211,12 @@ def dense_from_edges(index: jax.Array, weight: jax.Array, n_tasks: int) -> jax.A
 
 # ---------------------------------------------------------------------- Gaussian algebra
 # Reverse-mode differentiation through a Cholesky factor is generic in JAX (it
-# differentiates the factorisation step by step) and, on CPU, costs 5-10× the factor
-# itself. The functions below give the gradients of the scalars the likelihoods need in
+# differentiates the factorisation step by step) and, on CPU, costs several times the
+# factor itself. The functions below give the gradients of the scalars the likelihoods need in
 # closed form from one factor and one inverse instead (∂ log|A| / ∂A = A⁻¹, ∂ bᵀA⁻¹b / ∂A
-# = −A⁻¹bbᵀA⁻¹), about 2-3× faster at K = 200-500. They take and return symmetric
-# matrices and are checked against automatic differentiation in the tests.
+# = −A⁻¹bbᵀA⁻¹), which is faster (measurements: benchmarks/results/design_measurements.md).
+# They take and return symmetric matrices and are checked against automatic
+# differentiation in the tests.
 def _factor_and_inverse(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
     chol = jnp.linalg.cholesky(matrix)
     inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(matrix.shape[-1],

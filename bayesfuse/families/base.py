@@ -1,7 +1,8 @@
 """The contract every model family fulfils, and helpers they share.
 
 A family is one module with one :class:`Family` subclass, registered with
-:func:`register`. It provides, for the data of a :class:`~bayesfuse.TaskEstimates`:
+:func:`bayesfuse.families.registry.register`. It provides, for the data of a
+:class:`~bayesfuse.TaskEstimates`:
 
 * ``prior_blocks`` / ``default_priors``: its hyperparameters and data-scaled defaults;
 * ``model``: the NumPyro model, collapsed (θ integrated out) or plain (θ sampled);
@@ -10,7 +11,9 @@ A family is one module with one :class:`Family` subclass, registered with
   conditionally independent given φ), used for PSIS-LOO;
 * ``draw_new_task``: θ for an unseen task given φ;
 * ``pooling_weight``: the weight of the prior mean in E[θₖ | φ, θ̂] (shrinkage);
-* ``similarity``: its task-similarity output.
+* ``similarity``: its task-similarity output;
+* optionally ``pymc_model``: the same model in PyMC, for ``backend="pymc"``, built from the
+  building blocks the inference layer hands in (families never import the inference layer).
 
 Per-draw functions take one draw of the sampled sites (no leading draw axis); the sampler
 maps them over draws. Nothing in the sampler, result or report code is family-specific.
@@ -29,31 +32,15 @@ import numpy as np
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import SpecError
 from bayesfuse.families._gaussian import gaussian_logpdf
-from bayesfuse.specs.priors import Prior, PriorBlock, format_number, stacked_args
+from bayesfuse.specs.priors import (
+    Prior,
+    PriorBlock,
+    format_number,
+    resolve_priors,
+    stacked_args,
+)
 
-__all__ = ["Family", "FAMILIES", "register", "get_family", "block_distribution", "DataScale"]
-
-FAMILIES: dict[str, type[Family]] = {}
-
-
-def register(cls: type[Family]) -> type[Family]:
-    """Class decorator adding a family to :data:`FAMILIES` under ``cls.name``."""
-    FAMILIES[cls.name] = cls
-    for alias in cls.aliases:
-        FAMILIES[alias] = cls
-    return cls
-
-
-def get_family(name: str) -> type[Family]:
-    """The family class registered as ``name``."""
-    from bayesfuse import families  # noqa: F401  (fills the registry)
-
-    if name not in FAMILIES:
-        raise SpecError(
-            f"Unknown model family '{name}'. Valid families: {', '.join(sorted(FAMILIES))}."
-        )
-    return FAMILIES[name]
-
+__all__ = ["Family", "block_distribution", "DataScale"]
 
 def block_distribution(priors: Sequence[Prior]):
     """A NumPyro distribution with event shape (n,) from one prior per element."""
@@ -109,6 +96,9 @@ class Family(ABC):
     collapsible: ClassVar[bool] = True
     #: what ``similarity()`` holds, in words
     similarity_kind: ClassVar[str] = "posterior correlation of θ"
+    #: whether the family learns or uses a task graph (the report then draws it with
+    #: ``bf.plot.task_graph``)
+    has_task_graph: ClassVar[bool] = False
 
     def __init__(self, estimates: TaskEstimates, options: Mapping[str, Any] | None = None):
         options = dict(options or {})
@@ -128,8 +118,6 @@ class Family(ABC):
 
     def bind_priors(self, user: Mapping[str, str] | None) -> dict[str, list[Prior]]:
         """Resolve defaults and user overrides into ``self.priors`` and return them."""
-        from bayesfuse.specs.priors import resolve_priors
-
         self.priors = resolve_priors(self.prior_blocks(), self.default_priors(), user)
         return self.priors
 
@@ -247,7 +235,7 @@ class Family(ABC):
         maps onto each other (the orderings of stick-breaking weights, which fit the data
         equally well but carry different prior mass), the sampler moves each chain, at
         the end of the warmup window before the last slow one, to the relabelling the
-        family prefers (see :class:`bayesfuse.inference.nuts._RelabellingNUTS`). Warmup draws are
+        family prefers (see :class:`bayesfuse.inference.nuts.RelabellingNUTS`). Warmup draws are
         discarded and sampling is plain NUTS; what changes is the mode each chain starts
         sampling in. Used only when :attr:`relabels_in_warmup` is true.
 
@@ -274,7 +262,7 @@ class Family(ABC):
         in, and label-invariant quantities then come from that mode's share of the posterior
         only. After every transition in sampling the sampler proposes ``z_new`` from this
         method and accepts it with probability min(1, exp(U(z) − U(z_new) + log_correction)),
-        U being the potential energy (see :class:`bayesfuse.inference.nuts._RelabellingNUTS`).
+        U being the potential energy (see :class:`bayesfuse.inference.nuts.RelabellingNUTS`).
         Used only when :attr:`relabels_in_sampling` is true.
 
         Returns
@@ -287,6 +275,57 @@ class Family(ABC):
             coordinates with a symmetric proposal).
         """
         raise NotImplementedError
+
+    def complete_prior_truth(self, truth: dict[str, np.ndarray], rng: np.random.Generator
+                             ) -> dict[str, np.ndarray]:
+        """Complete prior draws of the plain model into the truth of a simulation.
+
+        Simulation-based calibration draws φ and θ from the family's plain model (its
+        prior predictive). A family whose plain model sums some latent variables out (the
+        cluster labels) draws them here from the same joint prior, with θ anew given them,
+        and adds the quantities that depend on them. Default: ``truth`` unchanged.
+
+        Parameters
+        ----------
+        truth : dict of str -> array
+            Prior draws of the sampled and deterministic sites and ``theta``, each with a
+            leading axis of n simulations.
+        rng : numpy Generator
+            Source of the further draws.
+
+        Returns
+        -------
+        dict of str -> array
+            ``truth`` with entries replaced or added, same leading axis.
+        """
+        return truth
+
+    def pymc_model(self, blocks: Any, priors: Mapping[str, Sequence[Prior]],
+                   collapsed: bool, data: Mapping[str, Any]) -> Any:
+        """The same model in PyMC, for ``backend="pymc"`` (optional hook).
+
+        A family supports the PyMC backend by overriding this method; its site names and
+        shapes must match those of :meth:`model` (``mu`` (p,), ``tau`` (p,), ``corr_chol``
+        (p, p) ...), so that the per-draw functions read PyMC's draws as NumPyro's.
+
+        Parameters
+        ----------
+        blocks : module
+            The PyMC building blocks, passed in by the inference layer
+            (:mod:`bayesfuse.inference.pymc_blocks`: ``block_rv``, ``scale_corr_chol``,
+            ``mvn_logp``, ``gaussian_tasks``).
+        priors : mapping
+            Resolved priors (``self.priors``).
+        collapsed : bool
+            Integrate θ out (True) or sample it.
+        data : mapping
+            ``self.data()`` as NumPy arrays: ``theta_hat`` (K, p), ``cov`` (K, p, p), ...
+
+        Returns
+        -------
+        pymc.Model
+        """
+        raise NotImplementedError(f"Family '{self.name}' has no PyMC model.")
 
     def new_task_covariates(self, covariates: Any) -> jax.Array | None:
         """Validate covariates given for a new task (families without covariates: none)."""

@@ -44,7 +44,8 @@ import numpyro.distributions as dist
 
 from bayesfuse.errors import SpecError
 from bayesfuse.families import _blocktri, _graph
-from bayesfuse.families.base import Family, register
+from bayesfuse.families.base import Family
+from bayesfuse.families.registry import register
 from bayesfuse.specs.priors import Prior, PriorBlock
 
 __all__ = ["Car"]
@@ -56,6 +57,7 @@ class Car(_graph.GraphModel, Family):
 
     name = "car"
     description = "known task graph: proper conditional autoregression on a user adjacency"
+    has_task_graph = True
     option_defaults = {"adjacency": None}
 
     def setup(self) -> None:

@@ -48,8 +48,8 @@ from bayesfuse.families.base import (
     gaussian_conditional_draw,
     mvn_logpdf,
     pooling_weight_gaussian,
-    register,
 )
+from bayesfuse.families.registry import register
 from bayesfuse.specs.priors import Prior, PriorBlock
 
 #: quadrature abscissae x; the nodes in s = log λ are mode + width·sinh(x) (see
@@ -422,7 +422,7 @@ class Exchangeable(Family):
             numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
                            obs=theta_hat)
 
-    def pymc_model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
+    def pymc_model(self, blocks: Any, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
                    data: Mapping[str, Any]):
         """The same model in PyMC, for ``backend="pymc"``.
 
@@ -432,6 +432,9 @@ class Exchangeable(Family):
 
         Parameters
         ----------
+        blocks : module
+            PyMC building blocks from the inference layer (``block_rv``,
+            ``scale_corr_chol``, ``gaussian_tasks``; see :meth:`Family.pymc_model`).
         priors : mapping
             Resolved priors (``self.priors``).
         collapsed : bool
@@ -445,19 +448,17 @@ class Exchangeable(Family):
         """
         import pymc as pm
 
-        from bayesfuse.inference import pymc as pmb
-
         n_tasks, n_params = data["theta_hat"].shape
         with pm.Model() as model:
-            mu = pmb.block_rv("mu", priors["mu"], (n_params,))
-            tau = pmb.block_rv("tau", priors["tau"], (n_params,))
-            prior_chol = pmb.scale_corr_chol(tau, priors.get("corr"), n_params)
+            mu = blocks.block_rv("mu", priors["mu"], (n_params,))
+            tau = blocks.block_rv("tau", priors["tau"], (n_params,))
+            prior_chol = blocks.scale_corr_chol(tau, priors.get("corr"), n_params)
             scale = None
             if self.options["robust"]:
                 nu = priors["nu"][0].pymc("nu")
                 lam = pm.Gamma("lam", alpha=nu / 2, beta=nu / 2, shape=(n_tasks,))
                 scale = pm.Deterministic("task_scale", 1 / pm.math.sqrt(lam))
-            pmb.gaussian_tasks(mu, prior_chol, scale, data, collapsed)
+            blocks.gaussian_tasks(mu, prior_chol, scale, data, collapsed)
         return model
 
     # ------------------------------------------------------------------ per draw

@@ -36,8 +36,7 @@ Collapsed likelihood θ̂ | φ ~ N(1μᵀ, G⁻¹ ⊗ T + blockdiag Vₖ) evalua
 sparse candidate set (``knn`` or a given list) the factors of L and of the posterior
 precision are block tridiagonal after a bandwidth-reducing task order, and the likelihood
 and its gradient take O(K w² p³) instead of O(K³ p³) for bandwidth w
-(:mod:`bayesfuse.families._blocktri`; value and gradient at K = 200 in 0.5–0.9 ms
-against 4–5 ms dense).
+(:mod:`bayesfuse.families._blocktri`; measurements: benchmarks/results/design_measurements.md).
 """
 
 from __future__ import annotations
@@ -54,7 +53,8 @@ import pandas as pd
 
 from bayesfuse.errors import SpecError
 from bayesfuse.families import _blocktri, _graph
-from bayesfuse.families.base import Family, register
+from bayesfuse.families.base import Family
+from bayesfuse.families.registry import register
 from bayesfuse.specs.priors import Prior, PriorBlock, format_number
 
 __all__ = ["Gmrf"]
@@ -76,6 +76,7 @@ class Gmrf(_graph.GraphModel, Family):
     option_defaults = {"edges": "auto", "neighbors": 5, "node_precision": "shared",
                        "slab_scale": 10.0, "edge_threshold": 0.1}
     similarity_kind = "posterior mean edge weight w_kl of the learned task graph"
+    has_task_graph = True
 
     def setup(self) -> None:
         opts = self.options

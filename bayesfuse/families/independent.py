@@ -14,7 +14,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayesfuse.families.base import Family, block_distribution, mvn_logpdf, register
+from bayesfuse.families.base import Family, block_distribution, mvn_logpdf
+from bayesfuse.families.registry import register
 from bayesfuse.specs.priors import Prior, PriorBlock, stacked_args
 
 

@@ -40,8 +40,8 @@ from bayesfuse.families.base import (
     gaussian_conditional_draw,
     mvn_logpdf,
     pooling_weight_gaussian,
-    register,
 )
+from bayesfuse.families.registry import register
 from bayesfuse.specs.priors import Prior, PriorBlock, format_number, stacked_args
 
 
@@ -247,13 +247,16 @@ class MetaRegression(Family):
             numpyro.sample("theta_hat", dist.MultivariateNormal(theta, scale_tril=cov_chol),
                            obs=theta_hat)
 
-    def pymc_model(self, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
+    def pymc_model(self, blocks: Any, priors: Mapping[str, Sequence[Prior]], collapsed: bool,
                    data: Mapping[str, np.ndarray]):
         """The same model in PyMC (sites ``intercept``, ``slope``, ``tau``, ``corr_chol``,
         ``corr``, ``coef``; ``z``, ``theta`` in the plain form), for ``backend="pymc"``.
 
         Parameters
         ----------
+        blocks : module
+            PyMC building blocks from the inference layer (``block_rv``,
+            ``scale_corr_chol``, ``gaussian_tasks``; see :meth:`Family.pymc_model`).
         priors : mapping
             Resolved priors (``self.priors``).
         collapsed : bool
@@ -268,19 +271,17 @@ class MetaRegression(Family):
         """
         import pymc as pm
 
-        from bayesfuse.inference import pymc as pmb
-
         n_params, n_cov = data["theta_hat"].shape[1], data["zstd"].shape[1]
         with pm.Model() as model:
-            intercept = pmb.block_rv("intercept", priors["intercept"], (n_params,))
-            slope = pmb.block_rv("slope", priors["slope"], (n_params, n_cov))
-            tau = pmb.block_rv("tau", priors["tau"], (n_params,))
+            intercept = blocks.block_rv("intercept", priors["intercept"], (n_params,))
+            slope = blocks.block_rv("slope", priors["slope"], (n_params, n_cov))
+            tau = blocks.block_rv("tau", priors["tau"], (n_params,))
             raw = slope / data["zsd"]
             pm.Deterministic("coef", pm.math.concatenate(
                 [(intercept - pm.math.dot(raw, data["zmean"]))[:, None], raw], axis=1))
-            prior_chol = pmb.scale_corr_chol(tau, priors.get("corr"), n_params)
+            prior_chol = blocks.scale_corr_chol(tau, priors.get("corr"), n_params)
             mean = intercept[None, :] + pm.math.dot(data["zstd"], slope.T)
-            pmb.gaussian_tasks(mean, prior_chol, None, data, collapsed)
+            blocks.gaussian_tasks(mean, prior_chol, None, data, collapsed)
         return model
 
     # ------------------------------------------------------------------ per draw

@@ -21,7 +21,7 @@ import pandas as pd
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import FitError
 from bayesfuse.families.base import Family
-from bayesfuse.inference.nuts import Draws
+from bayesfuse.inference.draws import Draws
 
 __all__ = ["build_idata", "estimates_from_idata", "read_meta", "META_KEY"]
 

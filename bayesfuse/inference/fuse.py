@@ -13,7 +13,8 @@ import pandas as pd
 
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import BayesfuseError, ConvergenceWarning, EstimatesError, SpecError
-from bayesfuse.families.base import Family, get_family
+from bayesfuse.families import Family, get_family
+from bayesfuse.inference import runtime
 from bayesfuse.specs.models import ModelSpec, load_spec
 from bayesfuse.specs.priors import prior_strings
 
@@ -127,6 +128,18 @@ def fuse(
     -------
     FusionResult
 
+    Notes
+    -----
+    Importing bayesfuse changes no global setting; a fit makes two
+    (:mod:`bayesfuse.inference.runtime`). It turns on JAX's 64-bit mode
+    (``jax_enable_x64``) for the process, so that every fit computes in double precision.
+    Before JAX's first computation it also asks JAX for several CPU devices (4 to 8;
+    ``BAYESFUSE_HOST_DEVICES`` sets the number, ``0`` turns this off) so that chains run
+    in parallel; it leaves a count the user set (``numpyro.set_host_device_count(n)``,
+    ``XLA_FLAGS``) and cannot change it once JAX has computed. Call
+    ``numpyro.enable_x64()`` and ``numpyro.set_host_device_count(n)`` yourself to make
+    these choices first.
+
     Examples
     --------
     >>> import bayesfuse as bf
@@ -134,6 +147,8 @@ def fuse(
     >>> fit = bf.fuse(est, model="exchangeable", seed=1)          # doctest: +SKIP
     >>> fit.summary()[["task", "mean", "eti_low", "eti_high"]]    # doctest: +SKIP
     """
+    runtime.configure_host_devices()  # before JAX's first computation, else no effect
+    runtime.enable_x64()
     from bayesfuse.inference.nuts import run_numpyro
     from bayesfuse.result import FusionResult
 
@@ -147,7 +162,7 @@ def fuse(
         estimates, model, priors, chains=chains, draws=draws, warmup=warmup,
         target_accept=target_accept, chain_method=chain_method, **options)
     if method == "exact":
-        from bayesfuse.inference.nuts import run_exact
+        from bayesfuse.inference.exact import run_exact
 
         samples = run_exact(family, spec.sampler, seed, prior_draws=prior_draws)
     elif backend == "pymc":

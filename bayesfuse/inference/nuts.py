@@ -1,57 +1,44 @@
-"""NUTS with NumPyro, then exact per-draw computations, for any family.
+"""NUTS with NumPyro, then the exact per-draw computations, for any family.
 
-:func:`run_numpyro` samples the family's (collapsed) model and returns a :class:`Draws`:
-hyperparameter draws grouped by chain, θ drawn exactly from its conditional per draw,
-per-task log-likelihoods, pooling weights and posterior-predictive θ̂, plus sampler
-statistics. Compiled samplers are cached by (family, options, priors, data shapes,
-settings), so a refit with new data of the same shape does not recompile.
+:func:`run_numpyro` samples the family's (collapsed) model and returns a
+:class:`~bayesfuse.inference.draws.Draws`: hyperparameter draws grouped by chain, θ drawn
+exactly from its conditional per draw, per-task log-likelihoods, pooling weights and
+posterior-predictive θ̂ (:mod:`bayesfuse.inference.draws`), plus sampler statistics.
+
+Compiled samplers are cached by (family, options, priors, data shapes, settings), so a
+refit with new data of the same shapes does not recompile: each cache entry keeps its
+``MCMC`` with the data as an argument, its parallel-chain program (:class:`_ReusablePmap`)
+and its jitted sampling loops (:class:`_JitReuse`). Families that relabel their components
+run :class:`RelabellingNUTS`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.infer import MCMC, NUTS, init_to_median
 
-jax.config.update("jax_enable_x64", True)
+from bayesfuse.families import Family
+from bayesfuse.inference import draws as per_draw
+from bayesfuse.inference.runtime import enable_x64
+from bayesfuse.specs.models import SamplerConfig
+from bayesfuse.specs.priors import prior_strings
 
-from numpyro.infer import MCMC, NUTS, Predictive, init_to_median  # noqa: E402
-
-from bayesfuse.families.base import Family  # noqa: E402
-from bayesfuse.specs.models import SamplerConfig  # noqa: E402
-from bayesfuse.specs.priors import prior_strings  # noqa: E402
-
-__all__ = ["Draws", "run_numpyro", "chain_method_for", "clear_cache"]
+__all__ = ["run_numpyro", "chain_method_for", "clear_cache", "RelabellingNUTS",
+           "relabel_adaptation"]
 
 _EXTRA_FIELDS = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size",
                  "potential_energy")
 _CACHE: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 _CACHE_SIZE = 16
-
-
-@dataclass
-class Draws:
-    """Everything a fit produced, as numpy arrays grouped by chain (C, S, ...)."""
-
-    hyper: dict[str, np.ndarray]
-    theta: np.ndarray  # (C, S, K, p)
-    log_likelihood: np.ndarray  # (C, S, K)
-    pooling: np.ndarray  # (K, p) posterior mean of the pooling weight
-    predictive: np.ndarray  # (C, S, K, p) replicated θ̂
-    extras: dict[str, np.ndarray]
-    sample_stats: dict[str, np.ndarray]
-    prior: dict[str, np.ndarray] = field(default_factory=dict)
-    prior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    chain_method: str = ""
 
 
 def clear_cache() -> None:
@@ -94,7 +81,7 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
     settings = dict(target_accept_prob=config.target_accept,
                     max_tree_depth=config.max_tree_depth, init_strategy=init_to_median())
     relabels = family.relabels_in_warmup or family.relabels_in_sampling
-    kernel = _RelabellingNUTS(model, holder, **settings) if relabels else NUTS(model, **settings)
+    kernel = RelabellingNUTS(model, holder, **settings) if relabels else NUTS(model, **settings)
     # parallel chains go through a pmap that takes the data as an argument (see
     # _ReusablePmap), so that a refit with new data of the same shapes does not recompile
     method: Any = chain_method
@@ -105,14 +92,15 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
     mcmc = MCMC(kernel, num_warmup=config.warmup, num_samples=config.draws,
                 num_chains=config.chains, chain_method=method, thinning=config.thinning,
                 progress_bar=False, jit_model_args=True)
-    entry = {"mcmc": mcmc, "family": holder, "chain_method": chain_method, "post": None}
+    entry = {"mcmc": mcmc, "family": holder, "chain_method": chain_method, "post": None,
+             "jit_memo": {}}
     _CACHE[key] = entry
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return entry
 
 
-class _RelabellingNUTS(NUTS):
+class RelabellingNUTS(NUTS):
     """NUTS that applies the family's :meth:`Family.warmup_relabel` once in warmup and its
     :meth:`Family.relabel_move` after every transition in sampling.
 
@@ -125,14 +113,10 @@ class _RelabellingNUTS(NUTS):
     the final labelling, and sampling is plain NUTS: the chain's stationary law is NUTS's,
     whatever happened in warmup.
 
-    Measured (2026-12-02, cluster with size-biased sticks, ``benchmarks/families.py`` data,
-    4 × (1000 + 1000)): relabelling once there passed the diagnostics in 3 of 4 runs at
-    K = 100, 6/6 at K = 200, 4/4 at K = 500 and 2/2 at K = 1,000, against 2/4, 4/6, 2/3
-    and 0/1 without; relabelling at the end of *every* early window passed 1/1, 5/6, 2/3
-    and 0/1. The failures left are chains in a split partition (one group covered by two
-    components), which no relabelling changes. At 300 + 300
-    on one cluster of 80 tasks, 2 of 16 seeds had a chain with divergences, with or
-    without it (every early window: 0 of 16).
+    Relabelling once, at that point, passes the diagnostics more often than no
+    relabelling or a relabelling at the end of every early window; the failures left are
+    chains in a split partition (one group covered by two components), which no
+    relabelling changes (measurements: benchmarks/results/design_measurements.md).
 
     In sampling, each NUTS transition is followed by a Metropolis–Hastings move that
     proposes a relabelled state (for sticks, the components in a random order drawn from
@@ -175,7 +159,7 @@ class _RelabellingNUTS(NUTS):
             z, site_order = self._family.warmup_relabel(state.z)
             new, _ = moved(state, z)
             return new._replace(
-                adapt_state=_relabel_adaptation(state.adapt_state, site_order, state.z))
+                adapt_state=relabel_adaptation(state.adapt_state, site_order, state.z))
 
         def relabel_move(state: Any) -> Any:
             # Metropolis–Hastings over relabellings (Family.relabel_move); the NUTS state's
@@ -202,7 +186,7 @@ class _RelabellingNUTS(NUTS):
         return maybe(step, state)
 
 
-def _relabel_adaptation(adapt: Any, site_order: Mapping[str, jax.Array],
+def relabel_adaptation(adapt: Any, site_order: Mapping[str, jax.Array],
                         z: Mapping[str, jax.Array]) -> Any:
     """NumPyro's adaptation state with its coordinates moved as ``site_order`` says.
 
@@ -263,22 +247,58 @@ class _ReusablePmap:
         return lambda map_args: compiled(map_args, args, kwargs)
 
 
-@contextlib.contextmanager
-def _reuse_jit(entry: dict[str, Any]) -> Iterator[None]:
-    """Let a cached MCMC reuse its jitted sampling loop on the next run.
+class _JitReuse:
+    """Let a cached ``MCMC`` reuse its jitted sampling loop on the next run.
 
-    NumPyro (0.22, JAX 0.10) wraps the sampling loop in a fresh ``jax.jit`` object on every
-    ``MCMC.run``; fresh wrappers never compare equal, so the loop would be recompiled on
-    every refit. While this context is active ``numpyro.util.maybe_jit`` returns one wrapper
-    per (function, static arguments), remembered in the cache entry. Parallel chains are
-    covered by :class:`_ReusablePmap`.
+    NumPyro (0.22, JAX 0.10) wraps the sampling loop (``numpyro.util.fori_collect``) in a
+    fresh ``jax.jit`` through ``numpyro.util.maybe_jit`` on every ``MCMC.run``; fresh
+    wrappers never compare equal, so the loop would be traced and compiled again on every
+    refit. While :meth:`reusing` is active in a thread, ``maybe_jit`` returns one wrapper per
+    (function, static arguments), remembered in the given memo (the sampler's cache entry).
+
+    This replaces ``numpyro.util.maybe_jit`` while at least one thread is inside
+    :meth:`reusing` and restores NumPyro's function when the last one leaves, also on an
+    exception. Threads outside get NumPyro's behaviour unchanged (the memo is per thread),
+    so concurrent fits are safe. NumPyro's public API offers no hook for this: running
+    ``MCMC.run`` inside a jit of our own reuses the compilation too, but moves the kernel's
+    initialisation into the compiled program, which changes the draws at rounding level
+    (then chaotically, over a long chain) against the same seed.
+    Parallel chains do not need it (:class:`_ReusablePmap`).
     """
-    import numpyro.util as nutil
 
-    original = nutil.maybe_jit
-    memo: dict[Any, Any] = entry.setdefault("jit_memo", {})
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._local = threading.local()
+        self._original: Callable[..., Any] | None = None
 
-    def maybe_jit(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def reusing(self, memo: dict[Any, Any]) -> Iterator[None]:
+        """Within this context, ``maybe_jit`` in this thread reuses the wrappers in ``memo``."""
+        import numpyro.util as nutil
+
+        with self._lock:
+            if self._active == 0:
+                self._original = nutil.maybe_jit
+                nutil.maybe_jit = self._maybe_jit
+            self._active += 1
+        outer = getattr(self._local, "memo", None)
+        self._local.memo = memo
+        try:
+            yield
+        finally:
+            self._local.memo = outer
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    nutil.maybe_jit = self._original
+
+    def _maybe_jit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        original = self._original
+        assert original is not None  # installed only after it is set
+        memo = getattr(self._local, "memo", None)
+        if memo is None:  # another thread, outside any bayesfuse run
+            return original(fn, *args, **kwargs)
         try:
             key = (fn, args, tuple(sorted(kwargs.items())))
             hash(key)
@@ -288,14 +308,11 @@ def _reuse_jit(entry: dict[str, Any]) -> Iterator[None]:
             memo[key] = original(fn, *args, **kwargs)
         return memo[key]
 
-    nutil.maybe_jit = maybe_jit
-    try:
-        yield
-    finally:
-        nutil.maybe_jit = original
+
+_JIT_REUSE = _JitReuse()
 
 
-def _init_params(entry: Mapping[str, Any], collapsed: bool, data: Mapping[str, np.ndarray],
+def _init_params(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
                  n_chains: int, seed: int) -> dict[str, np.ndarray] | None:
     """Unconstrained starting points per chain from the family's ``init_values``.
 
@@ -305,7 +322,6 @@ def _init_params(entry: Mapping[str, Any], collapsed: bool, data: Mapping[str, n
     from numpyro import handlers
     from numpyro.distributions import biject_to
 
-    family: Family = entry["family"]
     hints = family.init_values(n_chains, seed)
     if not hints:
         return None
@@ -328,105 +344,11 @@ def _init_params(entry: Mapping[str, Any], collapsed: bool, data: Mapping[str, n
     return {name: np.stack([p[name] for p in per_chain]) for name in per_chain[0]}
 
 
-def postprocess_batch(family: Family, data: Mapping[str, Any], total: int) -> int:
-    """How many draws the per-draw map handles at once: about 2 million task elements
-    (K·p times the family's ``draw_cost``) per batch, so that memory stays bounded, and
-    at most the family's ``max_draw_batch``."""
-    per_draw = max(1, data["theta_hat"].size * family.draw_cost)
-    batch = min(total, max(1, 2_000_000 // per_draw))
-    if family.max_draw_batch is not None:
-        batch = min(batch, family.max_draw_batch)
-    return int(batch)
-
-
-#: XLA options for programs that run once and briefly: compile time dominates them.
-#: Measured (2026-12-02, cluster, K = 60, 4 × 1000 draws, first fit): prior draws 6.8 → 3.7 s,
-#: per-draw map 9.8 → 2.9 s with the same draws (its run 0.25 → 0.47 s). At K = 999 the
-#: per-draw map got slower (6.8 → 8.0 s; 40 million task elements × draws, counting the
-#: cluster family's C = 10 components), so it compiles this way only for small fits.
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
-#: the per-draw map compiles with QUICK_COMPILE up to this many task elements × draws
-QUICK_COMPILE_MAX_WORK = 10_000_000
-
-
-def _postprocess_fn(family: Family, collapsed: bool, data: Mapping[str, Any], total: int,
-                    quick: bool | None = None):
-    """A jitted map over ``total`` draws of the exact per-draw computations, in batches
-    of :func:`postprocess_batch`; compiled with :data:`QUICK_COMPILE` when ``quick`` (by
-    default when the work is at most :data:`QUICK_COMPILE_MAX_WORK`)."""
-    batch = postprocess_batch(family, data, total)
-    if quick is None:
-        quick = data["theta_hat"].size * family.draw_cost * total <= QUICK_COMPILE_MAX_WORK
-
-    def run(draws, keys, data):
-        def one(args):
-            draw, key = args
-            k_theta, k_pred, k_extra = jax.random.split(key, 3)
-            if collapsed or "theta" not in draw:
-                theta = family.draw_theta(k_theta, data, draw)
-            else:
-                theta = draw["theta"]
-            loglik = family.pointwise_loglik(data, draw)
-            weight = family.pooling_weight(data, draw)
-            noise = jax.random.normal(k_pred, theta.shape)
-            predictive = theta + jnp.einsum("kij,kj->ki", data["cov_chol"], noise)
-            extras = family.extra_draws(k_extra, data, draw)
-            return theta, loglik, weight, predictive, extras
-
-        return jax.lax.map(one, (draws, keys), batch_size=batch)
-
-    return jax.jit(run, compiler_options=QUICK_COMPILE if quick else None)
-
-
-def run_exact(family: Family, config: SamplerConfig, seed: int,
-              prior_draws: int = 500) -> Draws:
-    """Independent posterior draws without MCMC, for families that provide
-    ``exact_hyper_draws`` (the hyperparameters by quadrature); θ and the other outputs
-    come from the same exact per-draw computations as after NUTS.
-
-    Draws are arranged as ``config.chains`` chains of ``config.draws`` so that the
-    diagnostics and summaries read them like MCMC output (R-hat ≈ 1, ESS ≈ draws).
-    """
-    if not hasattr(family, "exact_hyper_draws"):
-        from bayesfuse.errors import SpecError
-
-        raise SpecError(f"method='exact' is not available for family '{family.name}'; "
-                        "use method='nuts'.")
-    data = {k: np.asarray(v) for k, v in family.data().items()}
-    start = time.perf_counter()
-    n_chains, n_draws = config.chains, config.draws
-    rng = np.random.default_rng(seed)
-    samples = family.exact_hyper_draws(rng, n_chains * n_draws)
-    timings = {"sampling_s": time.perf_counter() - start}
-    key_post, key_prior = jax.random.split(jax.random.PRNGKey(seed), 2)
-    entry = {"family": family, "post": None, "chain_method": "exact"}
-    start = time.perf_counter()
-    flat = {k: jnp.asarray(v) for k, v in samples.items()}
-    keys = jax.random.split(key_post, n_chains * n_draws)
-    post = _postprocess_fn(family, True, data, n_chains * n_draws)
-    theta, loglik, weight, predictive, extras = post(flat, keys, data)
-
-    def by_chain(x):
-        return np.asarray(x).reshape((n_chains, n_draws) + x.shape[1:])
-
-    timings["postprocess_s"] = time.perf_counter() - start
-    zeros = np.zeros((n_chains, n_draws))
-    sample_stats = {"diverging": zeros.astype(bool), "tree_depth": zeros.astype(int),
-                    "n_steps": zeros.astype(int), "acceptance_rate": zeros + 1.0}
-    prior, prior_pred = _prior_draws(family, data, key_prior, prior_draws, entry)
-    return Draws(
-        hyper={name: by_chain(v) for name, v in flat.items()},
-        theta=by_chain(theta), log_likelihood=by_chain(loglik),
-        pooling=np.asarray(weight).mean(axis=0), predictive=by_chain(predictive),
-        extras={name: by_chain(v) for name, v in extras.items()},
-        sample_stats=sample_stats, prior=prior, prior_predictive=prior_pred,
-        timings=timings, chain_method="exact",
-    )
-
-
 def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: bool = True,
-                prior_draws: int = 500) -> Draws:
+                prior_draws: int = 500) -> per_draw.Draws:
     """Sample ``family`` with NUTS and compute the exact per-draw outputs.
+
+    Turns on JAX's 64-bit mode first (:func:`bayesfuse.inference.runtime.enable_x64`).
 
     Parameters
     ----------
@@ -440,20 +362,27 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
         Sample the collapsed model (θ integrated out) when the family allows it.
     prior_draws : int
         Number of prior (and prior-predictive) draws to keep.
+
+    Returns
+    -------
+    bayesfuse.inference.draws.Draws
     """
+    enable_x64()
     collapsed = collapsed and family.collapsible
     data = {k: np.asarray(v) for k, v in family.data().items()}
     timings: dict[str, float] = {}
     start = time.perf_counter()
     entry = _compiled(family, collapsed, data, config)
-    mcmc: MCMC = entry["mcmc"]
     key_mcmc, key_post, key_prior = jax.random.split(jax.random.PRNGKey(seed), 3)
-    init_params = _init_params(entry, collapsed, data, config.chains, seed)
-    with _reuse_jit(entry):
+    init_params = _init_params(entry["family"], collapsed, data, config.chains, seed)
+    mcmc: MCMC = entry["mcmc"]
+    with _JIT_REUSE.reusing(entry["jit_memo"]):
         mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, init_params=init_params, **data)
+    samples = mcmc.get_samples(group_by_chain=True)
+    stats = mcmc.get_extra_fields(group_by_chain=True)
     # hyperparameter draws are small: bring them to the host (parallel chains leave them
     # sharded across devices, which would make the per-draw map below slow)
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    samples = {k: np.asarray(v) for k, v in samples.items()}
     timings["sampling_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -462,7 +391,7 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     total = n_chains * n_draws
     keys = jax.random.split(key_post, total)
     if entry["post"] is None:
-        entry["post"] = _postprocess_fn(entry["family"], collapsed, data, total)
+        entry["post"] = per_draw.postprocess_fn(entry["family"], collapsed, data, total)
     theta, loglik, weight, predictive, extras = entry["post"](flat, keys, data)
     jax.block_until_ready((theta, loglik, weight, predictive, extras))
 
@@ -472,7 +401,6 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     hyper = {name: by_chain(flat[name]) for name in family.hyper_dims() if name in flat}
     timings["postprocess_s"] = time.perf_counter() - start
 
-    stats = mcmc.get_extra_fields(group_by_chain=True)
     num_steps = np.asarray(stats["num_steps"])
     sample_stats = {
         "diverging": np.asarray(stats["diverging"]).astype(bool),
@@ -485,9 +413,9 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
         "lp": -np.asarray(stats["potential_energy"]),
     }
     start = time.perf_counter()
-    prior, prior_pred = _prior_draws(family, data, key_prior, prior_draws, entry)
+    prior, prior_pred = per_draw.prior_draws(family, data, key_prior, prior_draws, entry)
     timings["prior_s"] = time.perf_counter() - start
-    return Draws(
+    return per_draw.Draws(
         hyper=hyper,
         theta=by_chain(theta),
         log_likelihood=by_chain(loglik),
@@ -500,49 +428,3 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
         timings=timings,
         chain_method=entry["chain_method"],
     )
-
-
-def _prior_draws(family: Family, data: Mapping[str, np.ndarray], key: jax.Array,
-                 n: int, entry: dict[str, Any] | None = None,
-                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Draws of φ and θ (and θ̂) from the prior, via the plain model (jitted, cached)."""
-    if n <= 0:
-        return {}, {}
-    cache_key = ("prior", n)
-    draw_fn = None if entry is None else entry.get(cache_key)
-    if draw_fn is None:
-        holder = family if entry is None else entry["family"]
-
-        def model(**kwargs: Any) -> None:
-            holder.model(holder.priors, False, **kwargs)
-
-        def draw_fn(key, inputs):
-            return Predictive(model, num_samples=n)(key, theta_hat=None, **inputs)
-
-        draw_fn = jax.jit(draw_fn, compiler_options=QUICK_COMPILE)
-        if entry is not None:
-            entry[cache_key] = draw_fn
-    inputs = {k: v for k, v in data.items() if k != "theta_hat"}
-    draws = draw_fn(key, inputs)
-    keep = set(family.hyper_dims()) | {"theta"}
-    prior = {k: np.asarray(v)[None] for k, v in draws.items() if k in keep}
-    predictive = {"theta_hat": np.asarray(draws["theta_hat"])[None]}
-    if predictive["theta_hat"].ndim == 3:  # p = 1 models observe a (K,) vector
-        predictive["theta_hat"] = predictive["theta_hat"][..., None]
-    return prior, predictive
-
-
-def per_draw_map(fn, draws: Mapping[str, np.ndarray], seed: int) -> np.ndarray:
-    """Apply ``fn(key, draw)`` to every flattened draw (C·S) with a jitted map."""
-    flat = {k: jnp.reshape(jnp.asarray(v), (-1,) + np.shape(v)[2:]) for k, v in draws.items()}
-    total = next(iter(flat.values())).shape[0] if flat else 1
-    keys = jax.random.split(jax.random.PRNGKey(seed), total)
-    batch = int(min(total, max(1, 4096)))
-    out = jax.jit(lambda d, k: jax.lax.map(lambda a: fn(a[1], a[0]), (d, k), batch_size=batch))(
-        flat, keys)
-    return np.asarray(out)
-
-
-def is_finite_draws(draws: Draws) -> bool:
-    """Whether θ draws are all finite (a failed Cholesky gives NaN)."""
-    return bool(np.isfinite(draws.theta).all()) and math.isfinite(float(draws.theta.sum()))

@@ -1,34 +1,85 @@
-"""Expose several CPU devices to JAX so that MCMC chains can run in parallel.
+"""The two JAX settings a fit needs, set when a fit runs, never on import.
 
-XLA reads ``--xla_force_host_platform_device_count`` once, when JAX starts, so this runs on
-``import bayesfuse`` (before bayesfuse imports JAX). It does nothing when JAX was already
-imported, when the user already set the flag, or when ``BAYESFUSE_HOST_DEVICES=0``. The
-count is at least 4 (the default number of chains) and at most 8 or the number of cores:
-each device runs one chain in its own thread, so on 2 cores 4 chains still share both
-cores (about twice as fast as vectorised chains on one core for large K). This is what
-``numpyro.set_host_device_count`` does; GPU devices are not affected.
+Importing bayesfuse (any module of it) changes no global setting: not ``XLA_FLAGS``, not
+JAX's configuration, not NumPyro's modules. Two settings are made when bayesfuse computes:
+
+**64-bit floats.** Every fit computes in double precision, as NumPy does: :func:`enable_x64`
+turns on JAX's ``jax_enable_x64`` for the process when :func:`bayesfuse.fuse` starts, and
+again at the start of each function that computes with JAX on its own (the samplers, the
+per-draw maps of :mod:`bayesfuse.inference.draws`, e.g. ``FusionResult.predict_new_task``
+on a fit loaded from a file). It is a process-wide setting, not a scoped one (JAX's
+``jax.enable_x64`` context): the draws of a fit are read again later, by result methods and
+by studies such as :func:`bayesfuse.analysis.calibration.sbc`, and each of those would
+silently compute in 32 bits outside a scope. After the first fit, JAX code of the caller
+also creates float64 arrays by default. To choose yourself, call ``numpyro.enable_x64()``
+(or ``jax.config.update("jax_enable_x64", True)``) before using bayesfuse.
+
+**Host devices.** MCMC chains run in parallel on CPU when JAX sees several CPU devices.
+:func:`configure_host_devices` asks for them (JAX's ``jax_num_cpu_devices``) when
+:func:`bayesfuse.fuse` starts, which works only before JAX has run any computation
+(JAX starts its backends once). It does nothing when the backends have already started,
+when the user chose a count (``XLA_FLAGS=--xla_force_host_platform_device_count=N``,
+``numpyro.set_host_device_count(N)`` or ``jax_num_cpu_devices``), or when
+``BAYESFUSE_HOST_DEVICES=0``. The count is ``BAYESFUSE_HOST_DEVICES`` if set, else at least
+4 (the default number of chains) and at most 8 or the number of cores: each device runs one
+chain in its own thread, so on 2 cores 4 chains still share both cores (about twice as fast
+as vectorised chains on one core for large K). GPU devices are not affected. To choose
+yourself, call ``numpyro.set_host_device_count(n)`` before your first JAX computation.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
+__all__ = ["FLAG", "enable_x64", "configure_host_devices", "default_host_devices"]
+
+#: The XLA flag with which a user sets the number of CPU devices.
 FLAG = "--xla_force_host_platform_device_count"
 
 
-def _configure() -> None:
-    if "jax" in sys.modules:
-        return
+def enable_x64() -> None:
+    """Turn on JAX's 64-bit mode (``jax_enable_x64``) for the process, if it is off.
+
+    Called by every bayesfuse function that computes with JAX, before it does.
+    """
+    import jax
+
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+def default_host_devices() -> int:
+    """The number of CPU devices a fit asks for: ``BAYESFUSE_HOST_DEVICES`` if it is set,
+    else between 4 and 8 (the number of cores where that is in between)."""
     requested = os.environ.get("BAYESFUSE_HOST_DEVICES")
-    flags = os.environ.get("XLA_FLAGS", "")
-    if FLAG in flags:
-        return
-    cores = os.cpu_count() or 1
-    count = int(requested) if requested and requested.isdigit() else max(4, min(cores, 8))
+    if requested and requested.isdigit():
+        return int(requested)
+    return max(4, min(os.cpu_count() or 1, 8))
+
+
+def configure_host_devices(count: int | None = None) -> bool:
+    """Ask JAX for ``count`` CPU devices (default :func:`default_host_devices`).
+
+    Parameters
+    ----------
+    count : int, optional
+        Number of CPU devices; ``0`` or ``1`` leaves JAX's default (one).
+
+    Returns
+    -------
+    bool
+        Whether the setting was made: not when the user already chose a count, when the
+        count is at most 1, or when JAX's backends had already started.
+    """
+    import jax
+
+    if FLAG in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices != -1:
+        return False
+    count = default_host_devices() if count is None else count
     if count <= 1:
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} {FLAG}={count}".strip()
-
-
-_configure()
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backends have started: too late to change the device count
+        return False
+    return True

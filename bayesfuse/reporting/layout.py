@@ -1,7 +1,8 @@
 """Task orderings and graph layouts for the similarity plots: pure array functions.
 
 Every function takes plain NumPy arrays and returns plain NumPy arrays; validation of user
-input happens in :mod:`bayesfuse.reporting.figures`.
+input happens in the figures that call them (:mod:`bayesfuse.reporting.figures.similarity`,
+:mod:`bayesfuse.reporting.figures.task_graph`).
 """
 
 from __future__ import annotations

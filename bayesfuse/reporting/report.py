@@ -4,7 +4,9 @@ The file holds its figures as inline base64 PNG images and its style sheet inlin
 loads no script, font, style sheet or image from anywhere (a Content-Security-Policy
 meta tag forbids every request but ``data:`` images), so it can be mailed, archived and
 opened offline. Sections: data, model and priors as used, diagnostics verdict with advice,
-fused estimates, hyperparameters, similarity, and sensitivity analyses when given.
+fused estimates, hyperparameters, similarity, and sensitivity analyses when given. The
+skeleton, style sheet, CSP and figure encoding are shared with the sensitivity page
+(:mod:`bayesfuse.reporting.html`).
 
 Sensitivity hook
 ----------------
@@ -17,10 +19,7 @@ messages), or any object with a ``report_sections()`` method returning such a ma
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
-import io
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -31,104 +30,17 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse.errors import ReportError
-from bayesfuse.reporting.tables import format_table, headers, hyper_table, results_table
+from bayesfuse.reporting import html
+from bayesfuse.reporting.html import figure_to_data_uri
+from bayesfuse.reporting.tables import headers, hyper_table, results_table
 
 __all__ = ["render_report", "write_report", "figure_to_data_uri", "sensitivity_sections"]
 
-#: pixels per inch of the embedded PNG figures
-DPI = 110
-#: the only sources the page may use: inline styles and data: images
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-CSS = """
-:root { --ink: #1d1d1f; --muted: #5f6368; --rule: #d9dce1; --accent: #1b4f8a;
-        --pass: #1e7b34; --fail: #b3261e; --soft: #f5f7fa; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--ink); background: #fff;
-       font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1080px; margin: 0 auto; padding: 24px 28px 60px; }
-h1 { font-size: 1.6em; margin: 0.2em 0 0.1em; }
-h2 { font-size: 1.25em; margin-top: 2.2em; padding-bottom: 0.25em;
-     border-bottom: 2px solid var(--accent); }
-h3 { font-size: 1.05em; margin-top: 1.6em; }
-p.meta, .note { color: var(--muted); font-size: 0.9em; }
-nav { background: var(--soft); padding: 8px 14px; border-radius: 6px; margin: 14px 0; }
-nav a { margin-right: 14px; color: var(--accent); text-decoration: none; }
-table.data { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.86em; }
-table.data caption { text-align: left; color: var(--muted); padding-bottom: 4px; }
-table.data th, table.data td { padding: 3px 10px; border-bottom: 1px solid var(--rule);
-                               text-align: left; white-space: nowrap; }
-table.data thead th { border-bottom: 2px solid var(--ink); }
-table.data .num { text-align: right; font-variant-numeric: tabular-nums; }
-.scroll { overflow-x: auto; max-height: 560px; overflow-y: auto; }
-dl.kv { display: grid; grid-template-columns: max-content auto; gap: 2px 18px; }
-dl.kv dt { color: var(--muted); } dl.kv dd { margin: 0; }
-figure { margin: 1em 0 1.4em; } figure img { max-width: 100%; height: auto; }
-figcaption { color: var(--muted); font-size: 0.88em; margin-top: 4px; }
-.verdict { display: inline-block; padding: 2px 12px; border-radius: 4px; color: #fff;
-           font-weight: 600; }
-.verdict.pass { background: var(--pass); } .verdict.fail { background: var(--fail); }
-.warn { color: var(--fail); }
-code { background: var(--soft); padding: 0 4px; border-radius: 3px; }
-"""
-
-
 # ---------------------------------------------------------------------- building blocks
-def figure_to_data_uri(figure: Any, dpi: int = DPI) -> str:
-    """A Matplotlib figure as a ``data:image/png;base64,...`` URI.
-
-    Parameters
-    ----------
-    figure : matplotlib Figure, Axes, or array of Axes
-    dpi : int
-
-    Returns
-    -------
-    str
-    """
-    figure = _as_figure(figure)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight",
-                       facecolor="white", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _as_figure(obj: Any) -> Any:
-    from matplotlib.artist import Artist
-    from matplotlib.figure import Figure
-
-    if isinstance(obj, Figure):
-        return obj
-    if isinstance(obj, Artist) and obj.figure is not None:  # Axes and other artists
-        return obj.figure
-    if isinstance(obj, np.ndarray) and obj.size and isinstance(obj.flat[0], Artist):
-        return obj.flat[0].figure
-    raise ReportError(
-        f"Expected a Matplotlib Figure, Axes or array of Axes; got {type(obj).__name__}."
-    )
-
-
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _img(uri: str, alt: str, caption: str) -> str:
-    return (f'<figure><img src="{uri}" alt="{_esc(alt)}">'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>\n")
-
-
-def _table(frame: pd.DataFrame, digits: int = 3, caption: str | None = None,
-           names: Mapping[str, str] | None = None, index: bool = False) -> str:
-    text = format_table(frame, "html", digits=digits, headers=names, index=index,
-                        caption=caption)
-    return f'<div class="scroll">{text}</div>\n'
-
-
-def _kv(pairs: list[tuple[str, Any]]) -> str:
-    items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in pairs)
-    return f'<dl class="kv">{items}</dl>\n'
+# The page is written with the shared HTML writer (bayesfuse.reporting.html): its resolution,
+# CSP and style sheet, and its helpers under the short names the section builders use.
+DPI, CSP, CSS = html.DPI, html.CSP, html.CSS
+_esc, _img, _table, _kv = html.escape, html.image, html.table, html.key_values
 
 
 class _Figures:
@@ -308,7 +220,7 @@ def _similarity_section(fit: Any, figure: _Figures) -> str:
              "adjacent (grouped by the point clustering when the model clusters).</p>\n"]
     parts.append(figure(lambda: plot.similarity(fit), "Similarity heatmap",
                         f"Task-similarity matrix: {kind}."))
-    if fit.model in ("gmrf", "car") or "edge" in kind.lower():
+    if fit.family.has_task_graph:
         parts.append(figure(lambda: plot.task_graph(fit), "Task graph",
                             "Learned task graph: edge width proportional to the posterior "
                             "mean edge weight (edges below 10% of the largest are omitted)."))
@@ -432,10 +344,10 @@ def render_report(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
     str
         HTML5 text; figures are inline base64 PNG, no external resources.
     """
-    from bayesfuse.result import FusionResult
-
-    if not isinstance(fit, FusionResult):
-        raise ReportError(f"render_report() needs a FusionResult; got {type(fit).__name__}.")
+    needs = ("idata", "family", "summary", "hyper_summary", "diagnostics", "structure")
+    if not all(hasattr(fit, name) for name in needs):
+        raise ReportError(f"render_report() needs a FusionResult (a fit from bf.fuse or "
+                          f"bf.load_fit); got {type(fit).__name__}.")
     # validates ci_prob and interval with clear messages before any figure is drawn
     results_table(fit, ci_prob, interval)
     sections_in, created = ({}, []) if sensitivity is None else \
@@ -450,10 +362,7 @@ def render_report(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
 
 
 def _close(figures: list[Any]) -> None:
-    import matplotlib.pyplot as plt
-
-    for fig in figures:
-        plt.close(_as_figure(fig))
+    html.close_figures(figures)
 
 
 def _render(fit: Any, ci_prob: float, interval: str, sensitivity: Mapping[str, list[Any]],
@@ -480,19 +389,13 @@ def _render(fit: Any, ci_prob: float, interval: str, sensitivity: Mapping[str, l
         failures = ('<p class="warn">Some figures could not be drawn; see the notes in '
                     "their sections.</p>\n")
     body = "".join(text for _, _, text in sections)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f'<meta name="generator" content="bayesfuse {_esc(__version__)}">\n'
-        f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+    return html.document(title, (
         f"<h1>{_esc(title)}</h1>\n<p class=\"meta\">{_esc(meta_line)}</p>\n"
         f"<nav>{nav}</nav>\n{failures}{body}"
         '<p class="note" style="margin-top:3em">Reload the fit with '
         "<code>bf.load_fit(path)</code>; tables as text with "
         "<code>bf.tables.results_table(fit, fmt=\"latex\")</code>.</p>\n"
-        "</main>\n</body>\n</html>\n"
-    )
+    ))
 
 
 def write_report(fit: Any, path: str | os.PathLike[str],

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse._validation import check_choice, check_probability
 from bayesfuse.errors import ReportError
 
 __all__ = ["results_table", "hyper_table", "format_table", "FORMATS"]
@@ -38,18 +39,15 @@ DEFAULT_DIGITS = 3
 COUNT_COLUMNS = ("ess_bulk", "ess_tail", "n")
 
 
-def _check(ci_prob: float, interval: str, fmt: str, digits: int | None) -> None:
-    if isinstance(ci_prob, bool) or not isinstance(ci_prob, int | float) \
-            or not 0 < ci_prob < 1:
-        raise ReportError(f"ci_prob must be in (0, 1), e.g. 0.95; got {ci_prob!r}.")
-    if interval not in INTERVALS:
-        raise ReportError(f"interval must be 'eti' (equal-tailed) or 'hdi' (highest "
-                          f"density); got {interval!r}.")
-    if fmt not in FORMATS:
-        raise ReportError(f"fmt must be one of {', '.join(FORMATS)}; got {fmt!r}.")
+def _check(ci_prob: float, interval: str, fmt: str, digits: int | None) -> float:
+    """Check the options every table shares; return ``ci_prob`` as a float."""
+    ci_prob = check_probability(ci_prob)
+    check_choice(interval, "interval", INTERVALS)
+    check_choice(fmt, "fmt", FORMATS)
     if digits is not None and (isinstance(digits, bool) or not isinstance(digits, int)
                                or not 0 <= digits <= 15):
         raise ReportError(f"digits must be an integer from 0 to 15 (decimals); got {digits!r}.")
+    return ci_prob
 
 
 def headers(ci_prob: float, interval: str) -> dict[str, str]:
@@ -93,7 +91,7 @@ def results_table(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
         {interval}_low, {interval}_high, shrinkage`` (``attrs``: ``ci_prob``,
         ``interval``); or its text.
     """
-    _check(ci_prob, interval, fmt, digits)
+    ci_prob = _check(ci_prob, interval, fmt, digits)
     summary = fit.summary(ci_prob)
     columns = ["task", "param", "estimate", "se", "mean", "sd", f"{interval}_low",
                f"{interval}_high", "shrinkage"]
@@ -121,7 +119,7 @@ def hyper_table(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
         One row per hyperparameter element, columns ``name, mean, sd, {interval}_low,
         {interval}_high, r_hat, ess_bulk, ess_tail, prior``; or its text.
     """
-    _check(ci_prob, interval, fmt, digits)
+    ci_prob = _check(ci_prob, interval, fmt, digits)
     hyper = fit.hyper_summary(ci_prob).reset_index()
     if "name" not in hyper.columns:  # an empty summary (independent, pooled...)
         hyper.insert(0, "name", pd.Series(dtype=str))
@@ -205,8 +203,7 @@ def format_table(frame: pd.DataFrame, fmt: str = "markdown", digits: int = DEFAU
     -------
     str (DataFrame for ``fmt="dataframe"``)
     """
-    if fmt not in FORMATS:
-        raise ReportError(f"fmt must be one of {', '.join(FORMATS)}; got {fmt!r}.")
+    check_choice(fmt, "fmt", FORMATS)
     if not isinstance(frame, pd.DataFrame):
         raise ReportError(f"format_table() needs a DataFrame; got {type(frame).__name__}.")
     if index:

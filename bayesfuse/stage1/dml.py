@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesfuse.data.estimates import TaskEstimates, _task_label
+from bayesfuse.data.estimates import TaskEstimates, task_label
 from bayesfuse.errors import DataError, TaskWarning
 from bayesfuse.stage1.learners import describe_learner, resolve_learner
 
@@ -318,7 +318,7 @@ def _payloads(df: pd.DataFrame, task: str, outcomes: list[str], treatment: str,
               min_n: int, min_arm: int, bounds: tuple[float, float],
               trimming: float) -> list[dict[str, Any]]:
     """One self-contained payload per task (picklable: what a worker needs, nothing else)."""
-    labels = df[task].map(_task_label)
+    labels = df[task].map(task_label)
     data = df[[*outcomes, treatment, *covariates]].astype(float)
     groups = labels.groupby(labels, sort=False).indices  # task -> row positions, first seen
     common = {

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesfuse.data.estimates import _task_label
+from bayesfuse.data.estimates import task_label
 from bayesfuse.errors import DataError
 
 __all__ = ["site_summary", "SiteError", "resolve_created_at"]
@@ -109,7 +109,7 @@ def _frame_with_task(df: Any, task: str | None, task_id: Any) -> tuple[pd.DataFr
 def _check_cells(df: pd.DataFrame, task: str, treatment: str, binary: bool,
                  min_n: int) -> None:
     """Refuse a release with a task below ``min_n`` rows, or an arm below ``min_n``."""
-    labels = df[task].map(_task_label)
+    labels = df[task].map(task_label)
     for label, rows in labels.groupby(labels, sort=False).indices.items():
         n = len(rows)
         if n < min_n:
@@ -151,7 +151,7 @@ def _task_covariates(df: pd.DataFrame, task: str, labels: list[str],
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"Task covariate column(s) {missing} not in the data.")
-    keys = df[task].map(_task_label)
+    keys = df[task].map(task_label)
     for column in columns:
         values = pd.to_numeric(df[column], errors="coerce")
         if values.isna().any() or not np.isfinite(values.to_numpy(dtype=float)).all():
@@ -237,7 +237,7 @@ def site_summary(
     Returns
     -------
     dict
-        The summary document (schema ``bayesfuse.data.summary`` version 1): a single task object
+        The summary document (schema ``bayesfuse.summary`` version 1): a single task object
         at the top level for a one-task site, else a ``tasks`` list.
 
     Raises
@@ -254,8 +254,8 @@ def site_summary(
     ...                    output="hospital-3.json")  # doctest: +SKIP
     """
     from bayesfuse.data.summary import SCHEMA, VERSION, validate_summary, write_summary
-    from bayesfuse.stage1.dml import dml as stage1
-    from bayesfuse.stage1.dml import dp as dp_module
+    from bayesfuse.stage1 import dml as stage1
+    from bayesfuse.stage1 import dp as dp_module
 
     if output is not None:
         from bayesfuse._io import check_overwrite
@@ -272,7 +272,7 @@ def site_summary(
     if use_dp:
         epsilon, delta, sensitivity = dp_module.check_dp(dp_epsilon, dp_delta, dp_sensitivity)
     _check_cells(frame, task_col, treatment, binary, min_n)
-    labels = list(dict.fromkeys(frame[task_col].map(_task_label)))
+    labels = list(dict.fromkeys(frame[task_col].map(task_label)))
     zs = _task_covariates(frame, task_col, labels, task_covariates)
     stamp = resolve_created_at(created_at)
 

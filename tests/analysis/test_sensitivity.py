@@ -23,14 +23,9 @@ TIGHT = {"mu": "normal(0, 5)", "tau": "halfnormal(5)"}
 
 
 @pytest.fixture(scope="module")
-def schools() -> TaskEstimates:
-    return TaskEstimates(list("ABCDEFGH"), EIGHT_SCHOOLS_Y, np.square(EIGHT_SCHOOLS_SE))
-
-
-@pytest.fixture(scope="module")
-def tight_fit(schools):
+def tight_fit(eight_schools):
     """Eight schools with priors tight enough for power-scaling to move the posterior."""
-    return bf.fuse(schools, priors=TIGHT, method="exact", chains=4, draws=2000, seed=3)
+    return bf.fuse(eight_schools, priors=TIGHT, method="exact", chains=4, draws=2000, seed=3)
 
 
 def _weighted_mean_and_se(draws: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
@@ -61,13 +56,13 @@ def test_cjs_distance_properties():
 
 # ---------------------------------------------------------------------- power scaling
 @pytest.mark.parametrize("alpha", [0.5, 2.0])
-def test_prior_power_scaling_matches_refit(schools, tight_fit, alpha):
+def test_prior_power_scaling_matches_refit(eight_schools, tight_fit, alpha):
     """normal(0, s)^α ∝ normal(0, s/√α) and halfnormal(s)^α ∝ halfnormal(s/√α): the
     importance-weighted posterior must agree with a refit under those priors."""
     weights, k = sens.powerscale_weights(tight_fit, alpha, "prior")
     assert k[0] < 0.5
     scale = 5 / math.sqrt(alpha)
-    refit = bf.fuse(schools, priors={"mu": f"normal(0, {scale!r})",
+    refit = bf.fuse(eight_schools, priors={"mu": f"normal(0, {scale!r})",
                                      "tau": f"halfnormal({scale!r})"},
                     method="exact", chains=4, draws=2000, seed=11)
     for name in ("mu", "tau"):
@@ -147,8 +142,8 @@ def test_power_scaling_flags_prior_data_conflict():
     assert tau_only.loc[0, "prior_sensitivity"] < table.loc["mu", "prior_sensitivity"] / 2
 
 
-def test_power_scaling_weak_prior_not_flagged(schools):
-    fit = bf.fuse(schools, priors={"mu": "normal(0, 100)", "tau": "halfcauchy(5)"},
+def test_power_scaling_weak_prior_not_flagged(eight_schools):
+    fit = bf.fuse(eight_schools, priors={"mu": "normal(0, 100)", "tau": "halfcauchy(5)"},
                   method="exact", chains=4, draws=1000, seed=1)
     table = sens.power_scaling(fit).set_index("variable")
     assert table.loc["mu", "diagnosis"] == "-"
@@ -172,10 +167,10 @@ def test_power_scaling_input_errors(tight_fit):
 
 
 # ---------------------------------------------------------------------- prior sweep
-def test_prior_sweep(schools, tight_fit):
+def test_prior_sweep(eight_schools, tight_fit):
     grid = {"tau": ["halfnormal(1)", "halfnormal(50)"]}
     # from estimates: the base fit is made with the given priors and settings
-    table = sens.prior_sweep(schools, grid, priors=TIGHT, method="exact", chains=4,
+    table = sens.prior_sweep(eight_schools, grid, priors=TIGHT, method="exact", chains=4,
                              draws=2000, seed=3)
     assert list(dict.fromkeys(table["setting"])) == [
         "base", "tau=halfnormal(1)", "tau=halfnormal(50)"]
@@ -184,7 +179,7 @@ def test_prior_sweep(schools, tight_fit):
     assert hyper.loc[("base", "tau"), "mean"] == pytest.approx(base.loc["tau", "mean"],
                                                                rel=1e-12)
     # the refit is the fit one would get by hand: same spec, other priors as used, same seed
-    direct = bf.fuse(schools, priors={"mu": "normal(0, 5)", "tau": "halfnormal(1)"},
+    direct = bf.fuse(eight_schools, priors={"mu": "normal(0, 5)", "tau": "halfnormal(1)"},
                      method="exact", chains=4, draws=2000, seed=3)
     assert hyper.loc[("tau=halfnormal(1)", "mu"), "mean"] == pytest.approx(
         direct.hyper_summary().loc["mu", "mean"], rel=1e-12)
@@ -233,13 +228,13 @@ def test_loo_influence_finds_planted_task():
 
 
 # ---------------------------------------------------------------------- inflation
-def test_inflation(schools, tight_fit):
+def test_inflation(eight_schools, tight_fit):
     table = sens.inflation(tight_fit, (1, 4))
     hyper = table[table["kind"] == "hyper"].set_index(["factor", "variable"])
     summary = tight_fit.summary()
     theta1 = table[(table["factor"] == 1) & (table["kind"] == "theta")]
     np.testing.assert_allclose(theta1["mean"].to_numpy(), summary["mean"].to_numpy())
-    direct = bf.fuse(schools.inflate(4), priors=tight_fit.priors, method="exact", chains=4,
+    direct = bf.fuse(eight_schools.inflate(4), priors=tight_fit.priors, method="exact", chains=4,
                      draws=2000, seed=3)
     assert hyper.loc[(4.0, "mu"), "mean"] == pytest.approx(
         direct.hyper_summary().loc["mu", "mean"], rel=1e-12)
@@ -269,10 +264,10 @@ def _stacking_weights(elpd_i: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def test_compare_reports_stacking_weights(schools, tight_fit):
-    pooled_like = bf.fuse(schools, priors={"mu": "normal(0, 5)", "tau": "halfnormal(0.1)"},
+def test_compare_reports_stacking_weights(eight_schools, tight_fit):
+    pooled_like = bf.fuse(eight_schools, priors={"mu": "normal(0, 5)", "tau": "halfnormal(0.1)"},
                           method="exact", chains=4, draws=2000, seed=3)
-    wide = bf.fuse(schools, priors={"mu": "normal(0, 5)", "tau": "halfnormal(40)"},
+    wide = bf.fuse(eight_schools, priors={"mu": "normal(0, 5)", "tau": "halfnormal(40)"},
                    method="exact", chains=4, draws=2000, seed=3)
     fits = {"tight": tight_fit, "pooled_like": pooled_like, "wide": wide}
     table = bf.compare(fits)
@@ -287,8 +282,8 @@ def test_compare_reports_stacking_weights(schools, tight_fit):
 
 
 @pytest.mark.slow
-def test_compare_families_with_nuts(schools):
-    fit = bf.fuse(schools, chains=2, draws=500, warmup=500, seed=0, warn=False)
+def test_compare_families_with_nuts(eight_schools):
+    fit = bf.fuse(eight_schools, chains=2, draws=500, warmup=500, seed=0, warn=False)
     table = sens.compare_families(fit, ("pooled", "independent"))
     assert set(table.index) == {"exchangeable", "pooled", "independent"}
     assert table["weight"].sum() == pytest.approx(1.0, abs=1e-6)

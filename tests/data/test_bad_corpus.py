@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bayesfuse.cli import main
-from bayesfuse.data.estimates import read_estimates
+from bayesfuse.data.read import read_estimates
 from bayesfuse.errors import BayesfuseError
 
-BAD = Path(__file__).parent / "data" / "bad"
+BAD = Path(__file__).parent / "bad"
 
 # file -> what the one error line must say
 EXPECTED = {

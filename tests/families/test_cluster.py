@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_sampled_well
+from helpers import assert_sampled_well, clustered_estimates
 from numpyro import handlers
 from scipy import integrate, stats
 from sklearn.metrics import adjusted_rand_score
@@ -31,21 +31,10 @@ from bayesfuse.families.cluster import (
     weights_to_stick,
 )
 from bayesfuse.inference.fuse import prepare
-from bayesfuse.inference.nuts import _relabel_adaptation  # (importing it enables 64-bit JAX)
+from bayesfuse.inference.nuts import relabel_adaptation
 
 FIT = dict(chains=4, warmup=500, draws=500, warn=False)
 SHORT = dict(chains=4, warmup=300, draws=300, warn=False)
-
-
-def clustered_estimates(seed=0, per=8, means=(-2.0, 0.0, 2.5), within=0.1, se=0.3):
-    """Scalar θ in well-separated clusters; returns estimates, true labels and true θ."""
-    rng = np.random.default_rng(seed)
-    truth = np.repeat(np.arange(len(means)), per)
-    theta = np.asarray(means)[truth] + within * rng.standard_normal(truth.size)
-    ses = rng.uniform(0.8 * se, 1.2 * se, truth.size)
-    est = TaskEstimates([f"t{k}" for k in range(truth.size)],
-                        theta + ses * rng.standard_normal(truth.size), ses**2)
-    return est, truth, theta
 
 
 def vector_cluster_estimates(seed=3, per=10):
@@ -436,7 +425,7 @@ def test_relabelling_carries_the_mass_matrix_with_the_components():
                                 mass_matrix_sqrt_inv={names: matrix},
                                 mm_state={names: (flat, matrix, 3)})
         adapt._replace = lambda **kw: SimpleNamespace(**{**vars(adapt), **kw})  # noqa: B023
-        moved = _relabel_adaptation(adapt, {"mu": jnp.asarray(order)[:, None]}, z)
+        moved = relabel_adaptation(adapt, {"mu": jnp.asarray(order)[:, None]}, z)
         both = matrix[index] if matrix.ndim == 1 else matrix[index][:, index]
         np.testing.assert_array_equal(moved.inverse_mass_matrix[names], both)
         np.testing.assert_array_equal(moved.mm_state[names][0], expected)
@@ -598,7 +587,7 @@ def test_warmup_relabels_each_chain_once_before_the_last_slow_window():
     order exactly there, and not just before."""
     from numpyro.infer import MCMC, init_to_value
 
-    from bayesfuse.inference.nuts import _RelabellingNUTS
+    from bayesfuse.inference.nuts import RelabellingNUTS
 
     est = clustered_estimates(per=4)[0]  # K = 12
     _, _, family = prepare(est, "cluster", weight_order="size-biased", max_clusters=4)
@@ -609,7 +598,7 @@ def test_warmup_relabels_each_chain_once_before_the_last_slow_window():
     def model(**kwargs):
         family.model(family.priors, True, **kwargs)
 
-    kernel = _RelabellingNUTS(model, family, init_strategy=init_to_value(values=start))
+    kernel = RelabellingNUTS(model, family, init_strategy=init_to_value(values=start))
     # vectorised chains (the sampler's batched branch; parallel chains run the other)
     mcmc = MCMC(kernel, num_warmup=40, num_samples=1, num_chains=2,
                 chain_method="vectorized", progress_bar=False)

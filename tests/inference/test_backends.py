@@ -11,7 +11,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_sampled_well
+from helpers import assert_sampled_well, clustered_estimates
 
 import bayesfuse as bf
 from bayesfuse.analysis.diagnostics import flat_names
@@ -139,12 +139,6 @@ def test_unsupported_family(eight_schools, model):
 def test_cluster_backends_agree():
     """The collapsed mixture in PyMC (centred Dirichlet weights) and in NumPyro
     (non-centred gamma weights): same fused θ and co-clustering to Monte Carlo error."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_cluster import clustered_estimates
-
     est = clustered_estimates(per=5)[0]
     kw = dict(model="cluster", max_clusters=4, seed=1, chains=2, draws=500, warmup=500,
               warn=False)

@@ -14,7 +14,7 @@ from scipy import integrate, special
 import bayesfuse as bf
 from bayesfuse.families.exchangeable import scale_mixture_posterior
 
-jax.config.update("jax_enable_x64", True)  # as every fit runs (bayesfuse.inference.nuts sets it)
+jax.config.update("jax_enable_x64", True)  # as every fit runs (bayesfuse.inference.runtime)
 
 
 def _log_integrand(s, nu, resid, prior_cov, cov):
@@ -144,7 +144,7 @@ def test_task_scale_draws_follow_the_conditional_of_lambda():
     """Per posterior draw, 1/√λₖ is drawn on the quadrature nodes; over many draws at one
     φ its mean equals E[e^(−s/2) | φ, θ̂ₖ] by adaptive quadrature (4 Monte Carlo SEs)."""
     est = bf.TaskEstimates(["a", "b", "c"], [0.1, 1.2, 5.0], [0.04, 0.09, 0.04])
-    family = bf.families.base.get_family("robust")(est)
+    family = bf.families.get_family("robust")(est)
     data = {k: jnp.asarray(v) for k, v in family.data().items()}
     draw = {"mu": jnp.array([0.2]), "tau": jnp.array([0.5]), "nu": jnp.float64(3.0)}
     keys = jax.random.split(jax.random.PRNGKey(0), 20_000)
@@ -181,7 +181,7 @@ def test_vector_pooling_weight_matches_the_per_node_formula():
                     for v in rng.uniform(0.02, 0.5, 5)])
     theta_hat = np.array([[0.1, 0.2], [1.0, -0.5], [-0.3, 0.4], [6.0, -4.0], [0.0, 0.0]])
     est = bf.TaskEstimates([f"t{k}" for k in range(5)], theta_hat, cov, params=["a", "b"])
-    family = bf.families.base.get_family("robust")(est)
+    family = bf.families.get_family("robust")(est)
     data = {k: jnp.asarray(v) for k, v in family.data().items()}
     corr_chol = np.linalg.cholesky(np.array([[1.0, 0.5], [0.5, 1.0]]))
     draw = {"mu": jnp.array([0.1, -0.1]), "tau": jnp.array([0.5, 0.3]),

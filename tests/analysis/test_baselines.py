@@ -17,7 +17,7 @@ from scipy import optimize, stats
 
 from bayesfuse.analysis import baselines as bl
 from bayesfuse.data.estimates import TaskEstimates
-from bayesfuse.errors import BayesfuseError, EstimatesError
+from bayesfuse.errors import BayesfuseError, EstimatesError, OptionError
 
 # --------------------------------------------------------------------------- BCG data
 TPOS = np.array([4, 6, 3, 62, 33, 180, 8, 505, 29, 17, 186, 5, 27], dtype=float)
@@ -69,7 +69,7 @@ def test_no_pooling_intervals():
     np.testing.assert_allclose(out["se"], [0.2, 0.3, 0.1, 0.5])
     z = stats.norm.ppf(0.95)
     np.testing.assert_allclose(out["ci_high"], out["estimate"] + z * out["se"])
-    with pytest.raises(BayesfuseError, match="ci_prob"):
+    with pytest.raises(OptionError, match="ci_prob"):
         bl.no_pooling(est, ci_prob=95)
     with pytest.raises(EstimatesError, match="TaskEstimates"):
         bl.no_pooling(pd.DataFrame({"estimate": [1.0]}))
@@ -247,7 +247,7 @@ def test_reml_maximises_restricted_likelihood_and_handles_the_boundary():
 
 
 def test_random_effects_rejects_bad_options(bcg):
-    with pytest.raises(BayesfuseError, match="method"):
+    with pytest.raises(OptionError, match="method"):
         bl.random_effects(bcg, method="ml")
 
 

@@ -7,7 +7,6 @@ import pytest
 from jax.test_util import check_grads
 from scipy.stats import multivariate_normal
 
-import bayesfuse.inference.nuts  # noqa: F401  (double precision, as in every fit)
 from bayesfuse.families._gaussian import gaussian_logpdf, normal_mixture_logpdf
 
 

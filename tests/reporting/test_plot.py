@@ -22,7 +22,7 @@ from report_fits import (  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 import bayesfuse as bf  # noqa: E402
-from bayesfuse.errors import ReportError  # noqa: E402
+from bayesfuse.errors import OptionError, ReportError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -113,9 +113,9 @@ def test_forest_draws_into_given_axes_and_rejects_bad_input():
         bf.plot.forest(fit, ax=plt.subplots()[1])
     with pytest.raises(ReportError, match="valid params: read, math"):
         bf.plot.forest(fit, params="reading")
-    with pytest.raises(ReportError, match="ci_prob"):
+    with pytest.raises(OptionError, match="ci_prob"):
         bf.plot.forest(fit, ci_prob=95)
-    with pytest.raises(ReportError, match="eti, hdi"):
+    with pytest.raises(OptionError, match="'eti', 'hdi'"):
         bf.plot.forest(fit, interval="hpd")
     with pytest.raises(ReportError, match="FusionResult"):
         bf.plot.forest(fit.summary())
@@ -174,7 +174,7 @@ def test_similarity_hierarchical_order_without_clustering():
     groups = [block[perm][tasks.index(t)] for t in order]
     assert sum(a != b for a, b in zip(groups, groups[1:], strict=False)) == 2
     assert bf.plot.task_order(frame, order="data") == tasks
-    with pytest.raises(ReportError, match="model='cluster'"):
+    with pytest.raises(ReportError, match="point clustering"):
         bf.plot.task_order(exact_fit(), order="cluster")
     # a correlation (negative entries) gets a symmetric diverging scale
     corr = bf.plot.similarity(frame - 0.5)

@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from report_fits import cluster_fit, exact_fit, nuts_fit  # noqa: E402
 
 from bayesfuse.cli import main  # noqa: E402
-from bayesfuse.errors import BayesfuseError, ReportError  # noqa: E402
+from bayesfuse.errors import BayesfuseError, OptionError, ReportError  # noqa: E402
 from bayesfuse.reporting.report import render_report, write_report  # noqa: E402
 from bayesfuse.reporting.tables import results_table  # noqa: E402
 
@@ -201,9 +201,9 @@ def test_bad_input_fails_before_writing(tmp_path):
     target = tmp_path / "r.html"
     with pytest.raises(ReportError, match="cannot put a set"):
         write_report(fit, target, sensitivity={"x": {1, 2}})
-    with pytest.raises(ReportError, match="ci_prob"):
+    with pytest.raises(OptionError, match="ci_prob"):
         write_report(fit, target, ci_prob=1.5)
-    with pytest.raises(ReportError, match="'eti'"):
+    with pytest.raises(OptionError, match="'eti'"):
         write_report(fit, target, interval="central")
     with pytest.raises(ReportError, match="FusionResult"):
         render_report(fit.summary())
@@ -299,7 +299,7 @@ def test_report_of_a_graph_fit_draws_the_task_graph():
 
     import bayesfuse as bf
     from bayesfuse.data.estimates import TaskEstimates
-    from bayesfuse.families.base import FAMILIES, get_family
+    from bayesfuse.families import FAMILIES, get_family
 
     get_family("exchangeable")  # fills the registry
     if "gmrf" not in FAMILIES:

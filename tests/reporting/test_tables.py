@@ -10,7 +10,7 @@ import pytest
 from report_fits import exact_fit
 
 import bayesfuse as bf
-from bayesfuse.errors import ReportError
+from bayesfuse.errors import OptionError, ReportError
 from bayesfuse.reporting.tables import format_table, hyper_table, results_table
 
 
@@ -81,11 +81,11 @@ def test_html_and_markdown_writers_escape():
 
 def test_bad_options_are_named():
     fit = exact_fit()
-    with pytest.raises(ReportError, match="fmt must be one of dataframe, csv, markdown"):
+    with pytest.raises(OptionError, match="fmt must be one of 'dataframe', 'csv', 'markdown'"):
         results_table(fit, fmt="xlsx")
     with pytest.raises(ReportError, match="digits"):
         results_table(fit, fmt="markdown", digits=-1)
-    with pytest.raises(ReportError, match="'hdi'"):
+    with pytest.raises(OptionError, match="'hdi'"):
         hyper_table(fit, interval="central")
     with pytest.raises(ReportError, match="DataFrame"):
         format_table([1, 2], "markdown")

@@ -16,7 +16,7 @@ from helpers import assert_sampled_well
 import bayesfuse as bf
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import SpecError
-from bayesfuse.families.base import get_family
+from bayesfuse.families import get_family
 
 TRUE_COEF = np.array([1.0, 0.05, -3.0])  # intercept, per unit of x1, per unit of x2
 TRUE_TAU = 0.2

@@ -20,7 +20,7 @@ def _task(name, estimate=0.1, variance=0.04, **extra):
 
 
 def _file(path, *tasks, **top):
-    head = {"schema": "bayesfuse.data.summary", "version": 1, "seed": 0, "folds": 5,
+    head = {"schema": "bayesfuse.summary", "version": 1, "seed": 0, "folds": 5,
             "created_at": "2024-01-01T00:00:00Z", **top}
     document = {**head, **tasks[0]} if len(tasks) == 1 else {**head, "tasks": list(tasks)}
     path.write_text(json.dumps(document))

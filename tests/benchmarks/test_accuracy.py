@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"
 
 
 def _load():

@@ -281,8 +281,9 @@ def test_quickly_compiled_programs_give_the_same_numbers(model):
     small fits (sampler.QUICK_COMPILE): the same draws in as out, to rounding, as the
     optimised compilation."""
     import jax.numpy as jnp
+    from numpyro.infer import Predictive
 
-    from bayesfuse.inference import nuts as sampler
+    from bayesfuse.inference import draws as sampler
     from bayesfuse.inference.fuse import prepare
 
     rng = np.random.default_rng(0)
@@ -290,11 +291,11 @@ def test_quickly_compiled_programs_give_the_same_numbers(model):
                         rng.uniform(0.05, 0.2, 12))
     _, _, family = prepare(est, model)
     data = {k: np.asarray(v) for k, v in family.data().items()}
-    prior, _ = sampler._prior_draws(family, data, jax.random.PRNGKey(0), 64)
+    prior, _ = sampler.prior_draws(family, data, jax.random.PRNGKey(0), 64)
     draws = {k: jnp.asarray(v[0]) for k, v in prior.items() if k != "theta"}
     keys = jax.random.split(jax.random.PRNGKey(1), 64)
-    quick = sampler._postprocess_fn(family, True, data, 64)(draws, keys, data)  # small
-    optimised = sampler._postprocess_fn(family, True, data, 64, quick=False)(draws, keys, data)
+    quick = sampler.postprocess_fn(family, True, data, 64)(draws, keys, data)  # small
+    optimised = sampler.postprocess_fn(family, True, data, 64, quick=False)(draws, keys, data)
     for got, want in zip(jax.tree.leaves(quick), jax.tree.leaves(optimised), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     # and the prior draws themselves against an optimised compilation of the same program
@@ -302,7 +303,45 @@ def test_quickly_compiled_programs_give_the_same_numbers(model):
         family.model(family.priors, False, **kwargs)
 
     inputs = {k: v for k, v in data.items() if k != "theta_hat"}
-    want = jax.jit(lambda key: bf.sampler.Predictive(model_fn, num_samples=64)(
+    want = jax.jit(lambda key: Predictive(model_fn, num_samples=64)(
         key, theta_hat=None, **inputs))(jax.random.PRNGKey(0))
     for name, values in prior.items():
         np.testing.assert_allclose(values[0], want[name], rtol=1e-10, atol=1e-12)
+
+
+IMPORT_CHECK = """
+import os
+
+import jax
+
+before = dict(os.environ)  # after JAX's own import, which sets two TF_/TPU_ variables
+import bayesfuse, bayesfuse.cli, bayesfuse.inference.nuts, bayesfuse.result  # noqa: E401
+import bayesfuse.inference.exact, bayesfuse.inference.draws  # noqa: E401
+
+assert dict(os.environ) == before, "an import changed os.environ"
+assert not jax.config.jax_enable_x64, "an import turned on 64-bit JAX"
+assert jax.config.jax_num_cpu_devices == -1, "an import set the CPU device count"
+fit = bayesfuse.fuse(bayesfuse.TaskEstimates(list("ABCDEFGH"),
+                                             [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
+                                             [225.0, 100.0, 256.0, 121.0, 81.0, 121.0,
+                                              100.0, 324.0]),
+                     chains=2, warmup=100, draws=100, warn=False)
+assert fit.idata.posterior["theta"].dtype == "float64"
+assert jax.config.jax_enable_x64
+assert fit.predict_new_task().dtypes.iloc[0] == "float64"
+print("ok")
+"""
+
+
+def test_importing_changes_no_global_setting_and_a_fit_is_float64():
+    """Importing bayesfuse edits neither the environment (XLA_FLAGS) nor JAX's settings;
+    the first fit turns on 64-bit JAX and still gives float64 draws."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_ENABLE_X64")}
+    done = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")

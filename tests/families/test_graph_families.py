@@ -19,7 +19,6 @@ from scipy.linalg import block_diag
 import bayesfuse as bf
 from bayesfuse.errors import SpecError
 from bayesfuse.inference.fuse import prepare
-from bayesfuse.inference.nuts import run_numpyro  # noqa: F401  (enables 64-bit JAX, as fits do)
 
 
 def random_estimates(seed=0, n_tasks=6, n_params=2):

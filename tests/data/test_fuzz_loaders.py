@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from bayesfuse.data.estimates import TaskEstimates, read_estimates
+from bayesfuse.data.estimates import TaskEstimates
+from bayesfuse.data.read import read_estimates
 from bayesfuse.data.summary import read_summaries
 from bayesfuse.errors import BayesfuseError
 
@@ -54,7 +55,7 @@ def _valid_task(name: str, p: int = 1) -> dict:
 
 
 def _valid_document(p: int = 1, multi: bool = True) -> dict:
-    head = {"schema": "bayesfuse.data.summary", "version": 1, "folds": 5, "seed": 0,
+    head = {"schema": "bayesfuse.summary", "version": 1, "folds": 5, "seed": 0,
             "created_at": "2024-01-01T00:00:00Z"}
     if multi:
         return {**head, "tasks": [_valid_task("a", p), _valid_task("b", p)]}

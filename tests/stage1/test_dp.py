@@ -82,7 +82,7 @@ def _noisy_summary(path, n_tasks, seed, tau=0.3, mu=0.5):
     tasks = [{"task": f"t{k}", "estimand": "ate", "params": ["theta"],
               "estimate": [float(released[k])], "covariance": [[float(se[k] ** 2)]],
               "dp_noise_variance": [noise]} for k in range(n_tasks)]
-    document = {"schema": "bayesfuse.data.summary", "version": 1, "tasks": tasks,
+    document = {"schema": "bayesfuse.summary", "version": 1, "tasks": tasks,
                 "dp": {"mechanism": "analytic-gaussian", "epsilon": EPS, "delta": DELTA,
                        "sensitivity": SENS}}
     path.write_text(json.dumps(document))

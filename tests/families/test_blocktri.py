@@ -14,7 +14,6 @@ from numpyro.infer.util import potential_energy
 import bayesfuse as bf
 from bayesfuse.families import _blocktri, _graph
 from bayesfuse.inference.fuse import prepare
-from bayesfuse.inference.nuts import run_numpyro  # noqa: F401  (enables 64-bit JAX, as fits do)
 
 
 def knn_graph(n_tasks, dims, seed=0):
