@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bayesfuse._validation import check_choice
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import SpecError
 
@@ -400,8 +401,7 @@ def sbc(
     from bayesfuse.inference.fuse import prepare
     from bayesfuse.inference.nuts import run_numpyro
 
-    if method not in ("nuts", "exact"):
-        raise SpecError(f"Unknown method '{method}'. Valid methods: nuts, exact.")
+    check_choice(method, "method", ("nuts", "exact"))
     if not isinstance(n_sims, int) or n_sims < 2:
         raise SpecError(f"n_sims must be an integer >= 2; got {n_sims!r}.")
     if not isinstance(n_draws, int) or n_draws < 1:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 
+from bayesfuse._validation import check_choice
 from bayesfuse.errors import DataError
 
 __all__ = ["ALIASES", "KINDS", "resolve_learner", "describe_learner"]
@@ -130,8 +131,7 @@ def resolve_learner(spec: Any, kind: str, seed: int = 0) -> BaseEstimator:
     >>> type(resolve_learner({"outcome": "gbm", "propensity": "rf"}, "classifier")).__name__
     'RandomForestClassifier'
     """
-    if kind not in KINDS:
-        raise DataError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
+    check_choice(kind, "kind", KINDS)
     if isinstance(spec, Mapping):
         unknown = sorted(set(map(str, spec)) - {"outcome", "propensity"})
         if unknown or not {"outcome", "propensity"} <= set(spec):

@@ -38,7 +38,7 @@ def test_star_analysis_frame():
     # small classes score higher on average (Krueger 1999: about 0.2 sd in kindergarten)
     gap = frame.groupby("treatment")["score"].mean().diff().iloc[-1]
     assert 0.1 < gap < 0.3
-    with pytest.raises(bf.errors.DataError, match="grade must be one of"):
+    with pytest.raises(bf.errors.OptionError, match="grade must be one of"):
         bf.datasets.star_analysis_frame("5")
 
 

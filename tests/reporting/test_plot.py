@@ -214,7 +214,7 @@ def test_task_graph_validates_the_matrix():
         bf.plot.task_graph(np.array([[0.0, 1.0], [0.0, 0.0]]))
     with pytest.raises(ReportError, match="square"):
         bf.plot.task_graph(np.ones((2, 3)))
-    with pytest.raises(ReportError, match="layout"):
+    with pytest.raises(OptionError, match="layout"):
         bf.plot.task_graph(np.eye(3), layout="spring")
 
 

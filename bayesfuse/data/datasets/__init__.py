@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from bayesfuse._validation import check_choice
 from bayesfuse.errors import DataError
 
 __all__ = [
@@ -92,8 +93,7 @@ def star_analysis_frame(grade: str = "k", outcome: str = "score") -> pd.DataFram
         median-imputed), ``age_missing``.
     """
     grade = str(grade).lower()
-    if grade not in GRADES:
-        raise DataError(f"grade must be one of {', '.join(GRADES)}; got {grade!r}.")
+    check_choice(grade, "grade", GRADES)
     star = load_star()
     kind = star[f"star{grade}"].astype("string")
     keep = kind.isin(["small", "regular"]) & star[f"schoolid{grade}"].notna()

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from bayesfuse._validation import check_choice
 from bayesfuse.errors import ReportError
 from bayesfuse.reporting.figures._common import check_fit, hyper_dataset, new_figure
 
@@ -41,8 +42,7 @@ def trace(fit: Any, var_names: Sequence[str] | None = None, kind: str = "rank_ba
     import arviz as az
 
     fit = check_fit(fit, "trace", NEEDS)
-    if kind not in ("rank_bars", "rank_vlines", "trace"):
-        raise ReportError(f"kind must be 'rank_bars', 'rank_vlines' or 'trace'; got {kind!r}.")
+    check_choice(kind, "kind", ("rank_bars", "rank_vlines", "trace"))
     data = hyper_dataset(fit, var_names, "trace")
     n_vars = len(data.data_vars)
     if axes is None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse._validation import check_choice
 from bayesfuse.errors import ReportError
 from bayesfuse.reporting.figures._common import panel_axes, point_clustering, similarity_frame
 from bayesfuse.reporting.layout import cluster_order, hierarchical_order
@@ -45,8 +46,7 @@ def task_order(fit: Any, order: str = "auto") -> list[str]:
 
 
 def _check_order(order: str) -> None:
-    if order not in ORDERS:
-        raise ReportError(f"order must be one of {', '.join(ORDERS)}; got {order!r}.")
+    check_choice(order, "order", ORDERS)
 
 
 def _ordered(frame: pd.DataFrame, clustering: pd.DataFrame | None, order: str) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bayesfuse._validation import check_choice
 from bayesfuse.errors import ReportError
 from bayesfuse.reporting.figures._common import (
     EDGE,
@@ -60,8 +61,7 @@ def task_graph(fit: Any, threshold: float | None = None, layout: str = "circle",
     from matplotlib.collections import LineCollection
     from matplotlib.colors import to_rgba
 
-    if layout not in ("circle", "spectral"):
-        raise ReportError(f"layout must be 'circle' or 'spectral'; got {layout!r}.")
+    check_choice(layout, "layout", ("circle", "spectral"))
     frame = similarity_frame(fit, "task_graph")
     weights = frame.to_numpy(dtype=float).copy()
     np.fill_diagonal(weights, 0.0)
