@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import bayesfuse as bf  # first: sets up host devices before JAX starts
-from bayesfuse.analysis.diagnostics import _rhat_ess
+from bayesfuse.analysis.diagnostics import rhat_ess
 from bayesfuse.data.estimates import TaskEstimates
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,7 +53,7 @@ def min_ess(draws: dict[str, np.ndarray]) -> float:
     lowest = np.inf
     for values in draws.values():
         flat = values.reshape(values.shape[0], values.shape[1], -1)
-        lowest = min(lowest, float(np.nanmin(_rhat_ess(flat)[1])))
+        lowest = min(lowest, float(np.nanmin(rhat_ess(flat)[1])))
     return lowest
 
 

@@ -492,12 +492,12 @@ def sbc(
 
 def _min_ess(values: np.ndarray) -> float:
     """Smallest bulk ESS over quantities of (chain, draw, Q) values (constant ones skipped)."""
-    from bayesfuse.analysis.diagnostics import _ess, _split_chains, _z_scale
+    from bayesfuse.analysis.diagnostics import effective_sample_size, split_chains, z_scale
 
     varying = values.reshape(-1, values.shape[-1]).std(axis=0) > 0
     if not varying.any():
         return float("inf")
     with np.errstate(divide="ignore", invalid="ignore"):
-        ess = _ess(_z_scale(_split_chains(values[..., varying])))
+        ess = effective_sample_size(z_scale(split_chains(values[..., varying])))
     ess = ess[np.isfinite(ess)]
     return float(ess.min()) if ess.size else float("inf")

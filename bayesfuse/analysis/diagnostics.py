@@ -75,7 +75,7 @@ def flat_names(name: str, da) -> tuple[list[str], np.ndarray]:
     return names, values.reshape(n_chain, n_draw, -1)
 
 
-def _split_chains(values: np.ndarray) -> np.ndarray:
+def split_chains(values: np.ndarray) -> np.ndarray:
     """(chain, draw, n) -> (2·chain, draw // 2, n): first and last halves of each chain."""
     half = values.shape[1] // 2
     return np.concatenate([values[:, :half], values[:, values.shape[1] - half:]], axis=0)
@@ -104,7 +104,7 @@ def _ranks(flat: np.ndarray) -> np.ndarray:
     return ranks.T
 
 
-def _z_scale(values: np.ndarray) -> np.ndarray:
+def z_scale(values: np.ndarray) -> np.ndarray:
     """Rank-normalise each quantity over all its draws (Vehtari et al. 2021, eq. 14)."""
     from scipy.special import ndtri
 
@@ -123,10 +123,10 @@ def _basic_rhat(values: np.ndarray) -> np.ndarray:
 
 def _rank_rhat(values: np.ndarray, z_split: np.ndarray | None = None) -> np.ndarray:
     """Rank-normalised split R-hat, max of bulk and folded (tail) versions, per quantity."""
-    split = _split_chains(values)
-    bulk = _basic_rhat(_z_scale(split) if z_split is None else z_split)
+    split = split_chains(values)
+    bulk = _basic_rhat(z_scale(split) if z_split is None else z_split)
     folded = np.abs(split - np.median(split.reshape(-1, split.shape[-1]), axis=0))
-    return np.maximum(bulk, _basic_rhat(_z_scale(folded)))
+    return np.maximum(bulk, _basic_rhat(z_scale(folded)))
 
 
 def _autocov(values: np.ndarray) -> np.ndarray:
@@ -140,7 +140,7 @@ def _autocov(values: np.ndarray) -> np.ndarray:
     return irfft(spectrum * np.conjugate(spectrum), n=size, axis=1)[:, :draws] / draws
 
 
-def _ess(values: np.ndarray) -> np.ndarray:
+def effective_sample_size(values: np.ndarray) -> np.ndarray:
     """Effective sample size with Geyer's initial monotone sequence, per quantity.
 
     The same estimator as ArviZ's ``_ess`` (Vehtari et al. 2021), vectorised over
@@ -173,16 +173,16 @@ def _ess(values: np.ndarray) -> np.ndarray:
     return total / tau
 
 
-def _rhat_ess(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rhat_ess(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R-hat, bulk and tail ESS of (chain, draw, n) values, vectorised over quantities."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        z_split = _z_scale(_split_chains(values))  # shared by bulk R-hat and bulk ESS
+        z_split = z_scale(split_chains(values))  # shared by bulk R-hat and bulk ESS
         r_hat = _rank_rhat(values, z_split)
-        bulk = _ess(z_split)
+        bulk = effective_sample_size(z_split)
         flat = values.reshape(-1, values.shape[-1])
         low, high = np.quantile(flat, [0.05, 0.95], axis=0)
-        tail = np.minimum(_ess(_split_chains((values <= low).astype(float))),
-                          _ess(_split_chains((values <= high).astype(float))))
+        tail = np.minimum(effective_sample_size(split_chains((values <= low).astype(float))),
+                          effective_sample_size(split_chains((values <= high).astype(float))))
     return r_hat, bulk, tail
 
 
@@ -192,7 +192,7 @@ def quantity_table(posterior, variables: list[str]) -> pd.DataFrame:
     for name in variables:
         names, values = flat_names(name, posterior[name])
         constant = np.ptp(values.reshape(-1, values.shape[-1]), axis=0) == 0
-        r_hat, bulk, tail = _rhat_ess(values)
+        r_hat, bulk, tail = rhat_ess(values)
         r_hat[constant], bulk[constant], tail[constant] = np.nan, np.nan, np.nan
         rows.append(pd.DataFrame({"quantity": names, "variable": name, "r_hat": r_hat,
                                   "ess_bulk": bulk, "ess_tail": tail}))

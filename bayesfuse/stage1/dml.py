@@ -138,7 +138,7 @@ def estimate_tasks(
     >>> est.estimates.shape, est.covariances.shape  # doctest: +SKIP
     ((12, 1), (12, 1, 1))
     """
-    results, flags, meta, outcomes = _stage1_results(
+    results, flags, meta, outcomes = stage1_results(
         df, task, outcome, treatment, covariates, estimand, learner, folds, n_jobs, seed,
         min_n, min_arm, propensity_bounds, trimming_threshold, backend, progress, client)
     if len(flags):
@@ -165,7 +165,7 @@ def estimate_tasks(
     )
 
 
-def _stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], treatment: str,
+def stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], treatment: str,
                     covariates: Sequence[str] | None, estimand: str, learner: Any, folds: int,
                     n_jobs: int, seed: int, min_n: int, min_arm: int,
                     propensity_bounds: tuple[float, float], trimming_threshold: float,
@@ -178,15 +178,15 @@ def _stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], t
     ``TaskEstimates`` from them; :func:`bayesfuse.stage1.site.site_summary` writes one site's
     summary.
     """
-    binary = _check_options(estimand, folds, n_jobs, min_n, min_arm, propensity_bounds,
+    binary = check_options(estimand, folds, n_jobs, min_n, min_arm, propensity_bounds,
                             trimming_threshold, backend, client)
     outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
     if not outcomes or len(set(outcomes)) != len(outcomes):
         raise DataError(f"outcome must be a column name or a list of distinct names; got "
                         f"{outcome!r}.")
-    covariates = _check_columns(df, task, outcomes, treatment, covariates)
+    covariates = check_columns(df, task, outcomes, treatment, covariates)
     if binary:
-        _check_binary(df[treatment], treatment, estimand)
+        check_binary(df[treatment], treatment, estimand)
     # fail early (and once) on an unknown alias or an unusable estimator
     learners = {"outcome": resolve_learner(learner, "regressor", seed),
                 "propensity": resolve_learner(learner, "classifier" if binary else "regressor",
@@ -211,7 +211,7 @@ def _stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], t
 
 
 # ---------------------------------------------------------------------- validation
-def _check_options(estimand: str, folds: Any, n_jobs: Any, min_n: Any, min_arm: Any,
+def check_options(estimand: str, folds: Any, n_jobs: Any, min_n: Any, min_arm: Any,
                    bounds: Any, trimming: Any, backend: str, client: Any) -> bool:
     """Validate the scalar options; returns whether the estimand needs a 0/1 treatment."""
     if estimand in _PLANNED:
@@ -241,7 +241,7 @@ def _check_options(estimand: str, folds: Any, n_jobs: Any, min_n: Any, min_arm: 
     return estimand in _BINARY
 
 
-def _check_columns(df: Any, task: str, outcomes: list[str], treatment: str,
+def check_columns(df: Any, task: str, outcomes: list[str], treatment: str,
                    covariates: Sequence[str] | None) -> list[str]:
     """Check the used columns exist, are numeric and complete; returns the covariates."""
     if not isinstance(df, pd.DataFrame):
@@ -296,7 +296,7 @@ def _check_columns(df: Any, task: str, outcomes: list[str], treatment: str,
     return covariates
 
 
-def _check_binary(values: pd.Series, treatment: str, estimand: str) -> None:
+def check_binary(values: pd.Series, treatment: str, estimand: str) -> None:
     found = np.unique(values.to_numpy(dtype=float))
     if not set(found.tolist()) <= {0.0, 1.0}:
         raise DataError(

@@ -262,12 +262,12 @@ def site_summary(
 
         check_overwrite(output, force)
     frame, task_col = _frame_with_task(df, task, task_id)
-    binary = stage1._check_options(estimand, folds, n_jobs, min_n, 1, (0.01, 0.99), 0.01,
+    binary = stage1.check_options(estimand, folds, n_jobs, min_n, 1, (0.01, 0.99), 0.01,
                                    "joblib", None)
     outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
-    columns = stage1._check_columns(frame, task_col, outcomes, treatment, covariates)
+    columns = stage1.check_columns(frame, task_col, outcomes, treatment, covariates)
     if binary:
-        stage1._check_binary(frame[treatment], treatment, estimand)
+        stage1.check_binary(frame[treatment], treatment, estimand)
     use_dp = any(v is not None for v in (dp_epsilon, dp_delta, dp_sensitivity))
     if use_dp:
         epsilon, delta, sensitivity = dp_module.check_dp(dp_epsilon, dp_delta, dp_sensitivity)
@@ -276,7 +276,7 @@ def site_summary(
     zs = _task_covariates(frame, task_col, labels, task_covariates)
     stamp = resolve_created_at(created_at)
 
-    results, flags, meta, outcomes = stage1._stage1_results(
+    results, flags, meta, outcomes = stage1.stage1_results(
         frame, task_col, outcome, treatment, columns, estimand, learner, folds,
         1 if len(labels) == 1 else n_jobs, seed,  # one task: no worker processes
         min_n, 1, (0.01, 0.99), 0.01, "joblib", None, None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bayesfuse as bf
-from bayesfuse.analysis.diagnostics import _rhat_ess
+from bayesfuse.analysis.diagnostics import rhat_ess
 
 
 @pytest.mark.parametrize(("chains", "draws"), [(4, 1000), (2, 301), (3, 57)])
@@ -24,7 +24,7 @@ def test_rhat_ess_match_arviz(chains, draws):
     x[..., 0] += np.arange(chains)[:, None] * 0.5  # chains that disagree
     x[..., 1] = rng.standard_cauchy((chains, draws))  # heavy tails
     x[..., 2] = np.round(x[..., 2])  # ties
-    r_hat, bulk, tail = _rhat_ess(x)
+    r_hat, bulk, tail = rhat_ess(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref_r = [az.rhat(x[..., j]) for j in range(n)]
