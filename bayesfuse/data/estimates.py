@@ -21,26 +21,11 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse._io import atomic_write_text
+from bayesfuse._validation import check_probability
+from bayesfuse.data.columns import numeric, record_se_from, row_variances, task_label
 from bayesfuse.errors import EstimatesError
 
 __all__ = ["TaskEstimates", "task_label"]
-
-
-def task_label(value: Any) -> str:
-    """Task id as a string: integral floats lose their '.0' (school 63.0 -> '63').
-
-    Parameters
-    ----------
-    value : object
-        A task id as read from a table (str, int, float...).
-
-    Returns
-    -------
-    str
-    """
-    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _as_float_array(values: Any, what: str) -> np.ndarray:
@@ -53,33 +38,14 @@ def _as_float_array(values: Any, what: str) -> np.ndarray:
     return array
 
 
-def _numeric(values: pd.Series) -> pd.Series:
-    """``values`` as float64: NaN where not a number, ±inf where too large for a float."""
-    try:
-        converted = pd.to_numeric(values, errors="coerce")
-    except OverflowError:  # a Python int beyond the float range
-        converted = values.astype(object)
-    if converted.dtype != object:
-        return converted.astype(float)
-
-    def one(value: Any) -> float:
-        try:
-            return float(value)
-        except OverflowError:
-            return float(np.sign(value)) * np.inf
-        except (TypeError, ValueError):
-            return np.nan
-
-    return converted.map(one).astype(float)
-
-
 class TaskEstimates:
     """Per-task estimates θ̂ₖ with covariances Vₖ: the input of :func:`bayesfuse.fuse`.
 
     Parameters
     ----------
     tasks : sequence of length K
-        Task ids (hospitals, schools, trials...). Stored as strings; must be unique.
+        Task ids (hospitals, schools, trials...). Stored as strings; must be unique and
+        free of control characters (the rule of :func:`~bayesfuse.data.columns.task_label`).
     estimates : array_like of shape (K,) or (K, p)
         Stage-1 estimates θ̂ₖ.
     covariances : array_like of shape (K,), (K, p) or (K, p, p)
@@ -341,9 +307,12 @@ class TaskEstimates:
         Returns
         -------
         DataFrame
-            For p = 1: columns ``task, estimate, se[, n, covariates...]``, one row per task.
-            For p > 1: columns ``task, param, estimate, se, cov[<param>]...[, n, ...]``, one
-            row per (task, param) (the long format that :func:`read_estimates` reads back).
+            For p = 1: columns ``task, estimate, se[, se_from, n, covariates...]``, one row
+            per task. For p > 1: columns ``task, param, estimate, se, cov[<param>]...[,
+            se_from, n, ...]``, one row per (task, param) (the long format that
+            :func:`read_estimates` reads back). ``se_from`` (present when some standard error
+            was converted, see :meth:`from_frame`) says from what: ``"95% CI"``, ``"p-value"``
+            or ``""`` where it was given.
         """
         if self.n_params == 1:
             frame = pd.DataFrame(
@@ -362,6 +331,10 @@ class TaskEstimates:
             )
             for j, name in enumerate(self._params):
                 frame[f"cov[{name}]"] = self._covariances[:, :, j].reshape(-1)
+        se_from = self.meta.get("se_from") or {}
+        if any(t in se_from for t in self._tasks):  # the provenance of converted se
+            frame["se_from"] = [se_from.get(t, {}).get(p, "")
+                                for t in self._tasks for p in self._params]
         if self._n is not None:
             frame["n"] = np.repeat(self._n, repeat)
         if self._covariates is not None:
@@ -383,12 +356,16 @@ class TaskEstimates:
         se: str | None = "se",
         *,
         variance: str | None = None,
+        ci_low: str | None = None,
+        ci_high: str | None = None,
+        level: float | str = 0.95,
+        p_value: str | None = None,
         n: str | None = None,
         covariates: Sequence[str] | None = None,
         param: str | None = None,
         estimand: str | None = None,
     ) -> TaskEstimates:
-        """Build from a table.
+        """Build from a table; columns not named here are ignored.
 
         Parameters
         ----------
@@ -397,30 +374,66 @@ class TaskEstimates:
         task, estimate : str
             Column names of the task id and of θ̂.
         se, variance : str, optional
-            Column of the standard error, or of the variance (give one of them).
+            Column of the standard error, or of the variance (``variance`` replaces ``se``).
+            With an interval or p-value column, a missing ``"se"`` column is not needed.
+        ci_low, ci_high : str, optional
+            Columns of a symmetric normal confidence interval, for rows without a standard
+            error: se = (ci_high − ci_low) / (2 z₍₁₊ₗₑᵥₑₗ₎/₂). Refused when the estimate lies
+            outside or the interval is asymmetric (half-widths more than 10 % apart: give
+            ratios on the log scale).
+        level : float or str, default 0.95
+            The intervals' level, or the column holding it.
+        p_value : str, optional
+            Column of two-sided p-values (z test of θ = 0), for rows with neither a standard
+            error nor an interval: se = |θ̂| / z₁₋ₚ/₂.
         n : str, optional
             Column of the sample size.
         covariates : sequence of str, optional
-            Columns of task-level covariates (constant within a task).
+            Columns of task-level covariates (numeric, constant within a task).
         param : str, optional
             Column naming the parameter, for vector θ in long format. The covariance then
             comes from columns ``cov[<param name>]`` when present (else diagonal from se).
         estimand : str, optional
             Label of what θ is.
+
+        Notes
+        -----
+        Each row takes its standard error from the first of ``se`` (or ``variance``), the
+        interval, the p-value that it holds. Converted ones are recorded in
+        ``meta["se_from"]`` (task → parameter → ``"95% CI"`` or ``"p-value"``), shown by
+        :meth:`to_frame` as a column ``se_from``; ``meta["notes"]`` says it in words.
+
+        Examples
+        --------
+        >>> df = pd.DataFrame({"task": ["a", "b"], "estimate": [0.5, 1.0],
+        ...                    "ci_low": [0.1, 0.2], "ci_high": [0.9, 1.8]})
+        >>> TaskEstimates.from_frame(df, ci_low="ci_low", ci_high="ci_high").meta["se_from"]
+        {'a': {'theta': '95% CI'}, 'b': {'theta': '95% CI'}}
         """
         if not isinstance(df, pd.DataFrame):
             raise EstimatesError(f"from_frame needs a pandas DataFrame; got {type(df).__name__}.")
+        if (ci_low is None) != (ci_high is None):
+            raise EstimatesError("Give both ci_low= and ci_high= (the two bounds' columns).")
+        others = [c for c in (ci_low, p_value) if c is not None]
         value_col = variance if variance is not None else se
-        if value_col is None:
-            raise EstimatesError("Give the standard-error column (se=...) or variance=...")
-        needed = [task, estimate, value_col] + ([param] if param else [])
+        if value_col == "se" and others and "se" not in df.columns:
+            value_col = None  # the default se column is optional next to an interval or p
+        if value_col is None and not others:
+            raise EstimatesError("Give the standard-error column (se=...), variance=..., "
+                                 "ci_low= and ci_high=, or p_value=.")
+        level_col = level if isinstance(level, str) and ci_low is not None else None
+        if not isinstance(level, str):
+            level = check_probability(level, "level")
+        source_cols = [c for c in (value_col, ci_low, ci_high, level_col, p_value) if c]
+        needed = [task, estimate, *source_cols] + ([param] if param else [])
         needed += [n] if n else []
         needed += list(covariates or [])
         missing = [c for c in needed if c not in df.columns]
         if missing:
             raise EstimatesError(
                 f"Missing column(s) {missing}; the table has {list(df.columns)}. "
-                "Name them with task=, estimate=, se= (or variance=), n=, covariates=."
+                "Name them with task=, estimate=, se= (or variance=, ci_low= and ci_high=, "
+                "p_value=), n=, covariates=."
             )
         if covariates is not None and len(set(covariates)) != len(list(covariates)):
             raise EstimatesError(f"covariates must be distinct column names; got "
@@ -433,57 +446,56 @@ class TaskEstimates:
             raise EstimatesError("The estimates table is empty.")
         if df[task].isna().any():
             raise EstimatesError(f"Column '{task}' has missing task ids.")
-        numeric_cols = [estimate, value_col] + ([n] if n else []) + list(covariates or [])
-        for column in numeric_cols:
-            values = _numeric(df[column])
+        labels = [task_label(t) for t in df[task]]
+        required = [estimate] + ([n] if n else []) + list(covariates or [])
+        for column in dict.fromkeys(required + source_cols):
+            values = numeric(df[column])
             bad = values.isna() & df[column].notna()
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise EstimatesError(
-                    f"Column '{column}' must be numeric; task '{task_label(df[task].iloc[row])}' "
-                    f"has {df[column].iloc[row]!r}."
-                )
-            if values.isna().any():
+                raise EstimatesError(f"Column '{column}' must be numeric; task '{labels[row]}' "
+                                     f"has {df[column].iloc[row]!r}.")
+            if column in required and values.isna().any():
                 row = int(np.flatnonzero(values.isna().to_numpy())[0])
-                raise EstimatesError(
-                    f"Column '{column}' has a missing value for task "
-                    f"'{task_label(df[task].iloc[row])}'."
-                )
+                raise EstimatesError(f"Column '{column}' has a missing value for task "
+                                     f"'{labels[row]}'.")
+        theta = numeric(df[estimate]).to_numpy(dtype=float)
+        keys = {"se": se if variance is None else None, "variance": variance,
+                "ci_low": ci_low, "ci_high": ci_high, "p_value": p_value}
+        names = {k: v for k, v in keys.items() if v is not None and v in source_cols}
+        sources = {k: numeric(df[v]).to_numpy(dtype=float) for k, v in names.items()}
+        if ci_low is not None:
+            names["level"] = level_col or "level"
+            sources["level"] = (numeric(df[level_col]).to_numpy(dtype=float) if level_col
+                                else np.full(len(df), level))
+        variances, se_from = row_variances(theta, labels, sources, names)
         if param is None:
-            tasks = df[task].tolist()
-            values = _numeric(df[value_col]).to_numpy(dtype=float)
-            if variance is None:
-                labels = [task_label(t) for t in tasks]
-                for k in np.flatnonzero(~(values > 0) | ~np.isfinite(values)):
-                    raise EstimatesError(
-                        f"Task '{labels[k]}': standard error must be a finite number > 0; "
-                        f"got {values[k]}."
-                    )
-                values = values**2
-            cov_frame = (df.set_index(df[task].map(task_label))[list(covariates)]
+            cov_frame = (df.set_index(pd.Index(labels))[list(covariates)]
                          if covariates else None)
-            return cls(
-                tasks,
-                _numeric(df[estimate]).to_numpy(dtype=float),
-                values,
-                n=None if n is None else _numeric(df[n]).to_numpy(dtype=float),
+            est = cls(
+                labels,
+                theta,
+                variances,
+                n=None if n is None else numeric(df[n]).to_numpy(dtype=float),
                 covariates=_task_level(cov_frame, covariates) if covariates else None,
                 estimand=estimand,
             )
-        return _from_long_frame(df, task, estimate, value_col, variance is not None, param, n,
-                                covariates, estimand, cls)
+            record_se_from(est.meta, labels, [est.params[0]] * len(labels), se_from)
+            return est
+        frame = df.assign(_task=labels, _param=df[param].astype(str), _variance=variances,
+                          _se_from=se_from)
+        return _from_long_frame(frame, task, estimate, param, n, covariates, estimand, cls)
 
 
 def _task_level(frame: pd.DataFrame | None, columns: Sequence[str] | None) -> pd.DataFrame | None:
     if frame is None or not columns:
         return None
-    return frame.apply(_numeric)
+    return frame.apply(numeric)
 
 
-def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covariates, estimand,
-                     cls):
-    labels = df[task].map(task_label)
-    param_names = list(dict.fromkeys(df[param].astype(str)))
+def _from_long_frame(frame, task, estimate, param, n, covariates, estimand, cls):
+    labels = frame["_task"]
+    param_names = list(dict.fromkeys(frame["_param"]))
     tasks = list(dict.fromkeys(labels))
     counts = labels.value_counts()
     bad = counts[counts != len(param_names)]
@@ -492,27 +504,24 @@ def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covar
             f"Task '{bad.index[0]}' has {int(bad.iloc[0])} rows; each task needs one row per "
             f"parameter ({len(param_names)}: {param_names})."
         )
-    frame = df.assign(_task=labels, _param=df[param].astype(str))
     if frame.duplicated(["_task", "_param"]).any():
         dup = frame[frame.duplicated(["_task", "_param"])].iloc[0]
         raise EstimatesError(f"Task '{dup['_task']}' has parameter '{dup['_param']}' twice.")
     order = pd.MultiIndex.from_product([tasks, param_names])
     frame = frame.set_index(["_task", "_param"]).loc[order]
     n_tasks, n_params = len(tasks), len(param_names)
-    theta_hat = _numeric(frame[estimate]).to_numpy(dtype=float).reshape(n_tasks, n_params)
+    theta_hat = numeric(frame[estimate]).to_numpy(dtype=float).reshape(n_tasks, n_params)
     cov_cols = [f"cov[{name}]" for name in param_names]
+    se_from = list(frame["_se_from"])
     if all(c in frame.columns for c in cov_cols):
-        cov = np.stack([_numeric(frame[c]).to_numpy(dtype=float)
+        cov = np.stack([numeric(frame[c]).to_numpy(dtype=float)
                         for c in cov_cols], axis=-1).reshape(n_tasks, n_params, n_params)
         if np.isnan(cov).any():
             k = int(np.flatnonzero(np.isnan(cov).any(axis=(1, 2)))[0])
             raise EstimatesError(f"Task '{tasks[k]}': covariance columns must be numeric.")
+        se_from = [""] * len(se_from)  # the covariance columns, not the se, are used
     else:
-        values = _numeric(frame[value_col]).to_numpy(dtype=float).reshape(n_tasks, n_params)
-        cov = values if is_variance else values**2
-        if not is_variance:
-            for k in np.flatnonzero((values <= 0).any(axis=1)):
-                raise EstimatesError(f"Task '{tasks[k]}': standard error must be > 0.")
+        cov = frame["_variance"].to_numpy(dtype=float).reshape(n_tasks, n_params)
     per_task = frame.groupby(level=0, sort=False)
     n_values = None
     if n:
@@ -522,9 +531,11 @@ def _from_long_frame(df, task, estimate, value_col, is_variance, param, n, covar
     if covariates:
         for column in covariates:
             _check_constant(per_task, column)
-        cov_frame = per_task[list(covariates)].first().loc[tasks].apply(_numeric)
-    return cls(tasks, theta_hat, cov, n=n_values, covariates=cov_frame, params=param_names,
-               estimand=estimand)
+        cov_frame = per_task[list(covariates)].first().loc[tasks].apply(numeric)
+    est = cls(tasks, theta_hat, cov, n=n_values, covariates=cov_frame, params=param_names,
+              estimand=estimand)
+    record_se_from(est.meta, [t for t, _ in order], [p for _, p in order], se_from)
+    return est
 
 
 def _check_constant(groups, column: str) -> None:
@@ -564,7 +575,7 @@ def _validate_covariates(covariates: Any, tasks: list[str]) -> pd.DataFrame | No
     frame.index = pd.Index(tasks, name="task")
     frame.columns = [str(c) for c in frame.columns]
     for column in frame.columns:
-        values = _numeric(frame[column])
+        values = numeric(frame[column])
         if values.isna().any():
             k = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise EstimatesError(

@@ -80,7 +80,14 @@ def _merge(parts: list[TaskEstimates], sources: list[str]) -> TaskEstimates:
         if covariates.isna().any().any():
             raise EstimatesError("Task covariates differ between files; give the same columns.")
     flags = pd.concat([p.flags for p in parts if len(p.flags)] or [first.flags])
-    meta = {"sources": sources}
+    meta: dict = {"sources": sources}
+    for part, source in zip(parts, sources, strict=True):  # provenance kept: se_from, notes
+        for t, by_param in part.meta.get("se_from", {}).items():
+            meta.setdefault("se_from", {})[t] = dict(by_param)
+        meta.setdefault("notes", []).extend(f"{source}: {note}"
+                                            for note in part.meta.get("notes", []))
+    if not meta["notes"]:
+        del meta["notes"]
     return TaskEstimates(
         [t for p in parts for t in p.tasks],
         np.concatenate([p.estimates for p in parts]),

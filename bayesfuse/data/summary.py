@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse._io import atomic_write_text, check_overwrite
+from bayesfuse.data.columns import has_control_characters, task_label
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import EstimatesError
 
@@ -145,7 +146,7 @@ def _text(value: Any, where: str, limit: int = MAX_NAME) -> str:
         raise _Refused(f"{where} must not be empty")
     if len(value) > limit:
         raise _Refused(f"{where} is longer than {limit} characters")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+    if has_control_characters(value):
         raise _Refused(f"{where} contains control characters")
     return value
 
@@ -172,6 +173,11 @@ def _task_from_dict(entry: Any, where: str) -> dict[str, Any]:
     task = entry["task"]
     if isinstance(task, int) and not isinstance(task, bool):
         task = str(task)
+    if isinstance(task, str):
+        try:  # the one rule for task ids, in every reader
+            task_label(task)
+        except EstimatesError as exc:
+            raise _Refused(f"{where}: {exc}") from None
     task = _text(task, f"{where}: 'task'")
     where = f"{where} ('{_short(task)}')"
     params = entry["params"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from statistics import NormalDist
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,3 +143,189 @@ def test_select_drop_inflate():
     np.testing.assert_allclose(est.inflate(2.0).covariances, 2 * est.covariances)
     with pytest.raises(EstimatesError, match="Unknown task ids: q"):
         est.select(["q"])
+
+
+# ---------------------------------------------------------------------- inputs as they come
+Z975 = NormalDist().inv_cdf(0.975)
+Z95 = NormalDist().inv_cdf(0.95)
+
+
+def test_se_from_confidence_intervals_95_and_90():
+    df = pd.DataFrame({"task": ["a", "b", "c"], "estimate": [1.0, -0.5, 0.2],
+                       "lo": [1.0 - Z975 * 0.3, -0.5 - Z975 * 0.1, 0.2 - Z95 * 0.25],
+                       "hi": [1.0 + Z975 * 0.3, -0.5 + Z975 * 0.1, 0.2 + Z95 * 0.25],
+                       "lev": [0.95, 0.95, 0.90]})
+    est = TaskEstimates.from_frame(df, ci_low="lo", ci_high="hi", level="lev")
+    np.testing.assert_allclose(est.se[:, 0], [0.3, 0.1, 0.25], rtol=1e-12)
+    assert est.meta["se_from"] == {"a": {"theta": "95% CI"}, "b": {"theta": "95% CI"},
+                                   "c": {"theta": "90% CI"}}
+    assert list(est.to_frame()["se_from"]) == ["95% CI", "95% CI", "90% CI"]
+    # the level as an argument (default 0.95); the textbook 1.96 gives the se to 1e-4
+    same = TaskEstimates.from_frame(df.iloc[:2], ci_low="lo", ci_high="hi")
+    np.testing.assert_allclose(same.se[:, 0], [0.3, 0.1], rtol=1e-12)
+    ninety = TaskEstimates.from_frame(df.iloc[1:], ci_low="lo", ci_high="hi", level=0.9)
+    np.testing.assert_allclose(ninety.se[:, 0], [0.1 * Z975 / Z95, 0.25], rtol=1e-12)
+    assert ninety.meta["se_from"]["b"] == {"theta": "90% CI"}
+    rounded = pd.DataFrame({"task": ["a", "b"], "estimate": [1.0, 2.0],
+                            "ci_low": [1 - 1.96 * 0.5, 2 - 1.96],
+                            "ci_high": [1 + 1.96 * 0.5, 2 + 1.96]})
+    np.testing.assert_allclose(TaskEstimates.from_frame(rounded, ci_low="ci_low",
+                                                        ci_high="ci_high").se[:, 0],
+                               [0.5, 1.0], atol=1e-4)
+
+
+def test_se_from_p_values():
+    df = pd.DataFrame({"task": ["a", "b"], "estimate": [Z975 * 0.5, -Z975 * 2.0],
+                       "p": [0.05, 0.05]})
+    est = TaskEstimates.from_frame(df, p_value="p")
+    np.testing.assert_allclose(est.se[:, 0], [0.5, 2.0], rtol=1e-12)
+    assert est.meta["se_from"] == {"a": {"theta": "p-value"}, "b": {"theta": "p-value"}}
+    assert any("from the p-value for 2 estimate(s)" in note for note in est.meta["notes"])
+    textbook = TaskEstimates.from_frame(df.assign(estimate=[1.96 * 0.5, 1.0]), p_value="p")
+    assert abs(textbook.se[0, 0] - 0.5) < 2e-5  # 1.96 is z to 4 digits
+    tiny = TaskEstimates.from_frame(df.assign(p=[1e-300, 0.5]), p_value="p")
+    assert np.isfinite(tiny.se).all() and (tiny.se > 0).all()
+
+
+def test_se_sources_mix_row_by_row_and_se_wins():
+    df = pd.DataFrame({"task": ["a", "b", "c"], "estimate": [1.0, 2.0, 3.0],
+                       "se": [0.5, None, None], "ci_low": [0.0, 2 - Z975, None],
+                       "ci_high": [2.0, 2 + Z975, None], "p_value": [None, None, 0.05]})
+    est = TaskEstimates.from_frame(df, ci_low="ci_low", ci_high="ci_high", p_value="p_value")
+    np.testing.assert_allclose(est.se[:, 0], [0.5, 1.0, 3 / Z975], rtol=1e-12)
+    assert est.meta["se_from"] == {"b": {"theta": "95% CI"}, "c": {"theta": "p-value"}}
+    assert list(est.to_frame()["se_from"]) == ["", "95% CI", "p-value"]
+    with pytest.raises(EstimatesError, match="Task 'c' has no standard error: se, "
+                                             "ci_low/ci_high are all missing"):
+        TaskEstimates.from_frame(df, ci_low="ci_low", ci_high="ci_high")
+
+
+def test_long_format_intervals_per_task_and_param():
+    df = pd.DataFrame({"task": ["a", "a", "b", "b"], "param": ["x", "y", "x", "y"],
+                       "estimate": [0.0, 1.0, 2.0, 3.0],
+                       "ci_low": [-Z975, 1 - 2 * Z975, 2 - Z975, 3 - Z975 / 2],
+                       "ci_high": [Z975, 1 + 2 * Z975, 2 + Z975, 3 + Z975 / 2]})
+    est = TaskEstimates.from_frame(df, param="param", ci_low="ci_low", ci_high="ci_high")
+    np.testing.assert_allclose(est.se, [[1.0, 2.0], [1.0, 0.5]], rtol=1e-12)
+    assert est.meta["se_from"]["b"] == {"x": "95% CI", "y": "95% CI"}
+    assert list(est.to_frame()["se_from"]) == ["95% CI"] * 4
+
+
+BASE = pd.DataFrame({"task": ["a", "b"], "estimate": [1.0, 2.0], "lo": [0.5, 1.0],
+                     "hi": [1.5, 3.0], "p": [0.05, 0.01]})
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "message"),
+    [
+        ({"lo": [0.5, 2.5], "hi": [1.5, 3.5]}, {},
+         r"Task 'b': the estimate 2 lies outside its confidence interval \[2.5, 3.5\]"),
+        ({"lo": [0.5, 1.8], "hi": [1.5, 3.0]}, {},
+         r"Task 'b': the confidence interval \[1.8, 3\] is not symmetric about the estimate 2 "
+         r"\(half-widths 0.2 and 1\).*log"),
+        ({"lo": [1.5, 1.0], "hi": [0.5, 3.0]}, {}, r"Task 'a': lo \(1.5\) must be below hi"),
+        ({"lo": [0.5, None]}, {}, "Task 'b': give both 'lo' and 'hi'"),
+        ({}, {"level": 95}, r"level must be a number in \(0, 1\)"),
+        ({"lev": [0.95, 95.0]}, {"level": "lev"},
+         r"Task 'b': the interval's level must be in \(0, 1\)"),
+        ({"lo": [0.5, "n/a"]}, {}, "Column 'lo' must be numeric; task 'b' has 'n/a'"),
+    ],
+)
+def test_interval_refusals(change, kwargs, message):
+    with pytest.raises(BayesfuseError, match=message):
+        TaskEstimates.from_frame(BASE.assign(**change), ci_low="lo", ci_high="hi", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"p": [0.05, 0.0]}, r"Task 'b': a two-sided p-value must be in \(0, 1\); got 0 "
+                             r"\(a p-value of 0 gives no standard error"),
+        ({"p": [1.0, 0.05]}, r"Task 'a': a two-sided p-value must be in \(0, 1\); got 1\."),
+        ({"p": [1.5, 0.05]}, r"Task 'a': a two-sided p-value must be in \(0, 1\); got 1.5"),
+        ({"estimate": [0.0, 2.0]}, "Task 'a': an estimate of 0 with a p-value gives no "
+                                   "standard error"),
+    ],
+)
+def test_p_value_refusals(change, message):
+    with pytest.raises(EstimatesError, match=message):
+        TaskEstimates.from_frame(BASE.assign(**change), p_value="p")
+
+
+def test_csv_intervals_p_values_and_provenance_round_trip(tmp_path):
+    path = tmp_path / "reported.csv"
+    path.write_text("task,estimate,se,ci_low,ci_high,level,p_value\n"
+                    f"a,1,0.5,,,,\nb,2,,{2 - Z95},{2 + Z95},0.9,\nc,{Z975},,,,,0.05\n")
+    est = bf.read_estimates(path)
+    np.testing.assert_allclose(est.se[:, 0], [0.5, 1.0, 1.0], rtol=1e-12)
+    assert est.covariates is None  # 'level' is the interval's, not a covariate
+    assert est.meta["se_from"] == {"b": {"theta": "90% CI"}, "c": {"theta": "p-value"}}
+    back = bf.read_estimates(est.to_csv(tmp_path / "written.csv"))
+    assert back.meta["se_from"] == est.meta["se_from"] and back.covariates is None
+    np.testing.assert_array_equal(back.se, est.se)
+    default = tmp_path / "default-level.csv"
+    default.write_text(f"task,estimate,ci_low,ci_high\na,0,{-Z975},{Z975}\nb,1,0,2\n")
+    assert bf.read_estimates(default).se[0, 0] == pytest.approx(1.0, rel=1e-12)
+    one_bound = tmp_path / "one-bound.csv"
+    one_bound.write_text("task,estimate,ci_low\na,0,-1\nb,1,0\n")
+    with pytest.raises(EstimatesError, match="needs both columns 'ci_low' and 'ci_high'"):
+        bf.read_estimates(one_bound)
+
+
+def test_csv_text_column_is_ignored_with_a_note_numeric_ones_stay_covariates(tmp_path):
+    path = tmp_path / "regions.csv"
+    path.write_text("task,estimate,se,region,notes,latitude\n"
+                    "a,0.1,0.1,north,,40\nb,0.2,0.1,south,,35\nc,0.3,0.1,north,,30\n")
+    est = bf.read_estimates(path)
+    assert list(est.covariates.columns) == ["latitude"]
+    assert est.meta["notes"] == ["ignored column(s) 'region', 'notes': they hold no numbers, "
+                                 "so they are not task covariates"]
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("task,estimate,se,z\na,0.1,0.1,1\nb,0.2,0.1,big\n")
+    with pytest.raises(EstimatesError, match="Column 'z' must be numeric; task 'b' has 'big'"):
+        bf.read_estimates(mixed)
+    df = pd.DataFrame({"task": ["a", "b"], "estimate": [0.1, 0.2], "se": [0.1, 0.1],
+                       "region": ["north", "south"]})
+    assert TaskEstimates.from_frame(df).covariates is None  # unnamed columns: ignored
+    with pytest.raises(EstimatesError, match="Column 'region' must be numeric; task 'a'"):
+        TaskEstimates.from_frame(df, covariates=["region"])
+
+
+CONTROL = r"Task id 'a\\nb' contains control characters \(a newline, tab or escape\); task " \
+          r"ids must be printable text\."
+
+
+def test_control_characters_in_task_ids_refused_by_every_reader(tmp_path):
+    with pytest.raises(EstimatesError, match=CONTROL):
+        TaskEstimates(["a\nb", "c"], [1.0, 2.0], [1.0, 1.0])
+    frame = pd.DataFrame({"task": ["a\nb", "c"], "estimate": [1.0, 2.0], "se": [1.0, 1.0]})
+    with pytest.raises(EstimatesError, match=CONTROL):
+        TaskEstimates.from_frame(frame)
+    with pytest.raises(EstimatesError, match=CONTROL):
+        TaskEstimates.from_frame(frame.assign(param="x"), param="param")
+    csv = tmp_path / "ids.csv"
+    csv.write_text('task,estimate,se\n"a\nb",1,1\nc,2,1\n')
+    with pytest.raises(EstimatesError, match="ids.csv: " + CONTROL):
+        bf.read_estimates(csv)
+    document = {"schema": "bayesfuse.summary", "version": 1, "tasks": [
+        {"task": name, "params": ["theta"], "estimate": [0.1], "covariance": [[0.01]]}
+        for name in ("a\nb", "c")]}
+    summary = tmp_path / "ids.json"
+    summary.write_text(json.dumps(document))
+    with pytest.raises(EstimatesError, match="ids.json: task 1: " + CONTROL):
+        bf.read_estimates(summary)
+
+
+def test_cli_fuse_notes_converted_se_and_ignored_columns(tmp_path, capsys):
+    from bayesfuse.cli import main
+
+    path = tmp_path / "reported.csv"
+    path.write_text("task,estimate,se,p_value,region\n"
+                    "a,0.3,0.2,,north\nb,0.5,,0.04,south\nc,-0.1,0.3,,north\n")
+    fit = tmp_path / "fit.nc"
+    assert main(["fuse", str(path), "-o", str(fit), "--chains", "1", "--draws", "50",
+                 "--warmup", "50"]) == 0
+    err = capsys.readouterr().err
+    assert "note: standard error from the p-value for 1 estimate(s) (task b)" in err
+    assert "note: ignored column(s) 'region'" in err
+    assert bf.load_fit(fit).estimates.meta["se_from"] == {"b": {"theta": "p-value"}}

@@ -125,7 +125,7 @@ def summary_bytes(draw):
 
 
 CSV_HEADERS = ["task", "estimate", "se", "variance", "n", "param", "cov[theta]", "cov[a]",
-               "z", "task", ""]
+               "z", "task", "", "ci_low", "ci_high", "level", "p_value", "se_from"]
 CSV_CELLS = st.one_of(
     st.sampled_from(["", "nan", "NaN", "inf", "-inf", "1e999", "0", "-1", "1", "0.5", "a",
                      "b", "theta", '"', '"x,y"', "1,2", "\x00", "True", "1e-320", "9" * 400,
@@ -153,7 +153,9 @@ def csv_bytes(draw):
         return f"{header}\n{row}\n{row.replace('a', 'b', 1)}\n".encode()
     if draw(st.booleans()):  # mostly the right columns, so that the values get checked
         base = draw(st.sampled_from([["task", "estimate", "se"], ["task", "estimate", "variance"],
-                                     ["task", "param", "estimate", "se", "cov[theta]"]]))
+                                     ["task", "param", "estimate", "se", "cov[theta]"],
+                                     ["task", "estimate", "ci_low", "ci_high"],
+                                     ["task", "estimate", "p_value"]]))
         header = base + draw(st.lists(st.sampled_from(CSV_HEADERS), max_size=2))
     else:
         header = draw(st.lists(st.sampled_from(CSV_HEADERS), min_size=1, max_size=6))
@@ -177,12 +179,14 @@ def frames(draw):
     wrong types, missing or duplicated columns and mismatched arguments mixed in."""
     n = draw(st.integers(0, 6))
     names = ["task", "estimate", "se"] + draw(st.lists(
-        st.sampled_from(["variance", "n", "param", "cov[theta]", "cov[x]", "z", "w"]),
+        st.sampled_from(["variance", "n", "param", "cov[theta]", "cov[x]", "z", "w", "lo", "hi",
+                         "p"]),
         max_size=4, unique=True))
     good = {
         "task": st.one_of(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.integers(0, 5)),
         "estimate": st.floats(-5, 5), "se": st.floats(0.01, 3), "variance": st.floats(0.01, 3),
         "n": st.integers(1, 500), "param": st.sampled_from(["theta", "x"]),
+        "lo": st.floats(-6, 0), "hi": st.floats(0, 6), "p": st.floats(0, 1),
     }
     data = {}
     if "param" not in names and draw(st.booleans()):  # distinct task ids, as a valid table has
@@ -210,6 +214,11 @@ def frames(draw):
         kwargs["variance"] = draw(st.sampled_from(["variance", "se"]))
     if "n" in names and draw(st.booleans()):
         kwargs["n"] = "n"
+    if draw(st.integers(0, 2)) == 0:  # standard errors from intervals or p-values
+        kwargs.update(draw(st.sampled_from([{"ci_low": "lo", "ci_high": "hi"}, {"p_value": "p"},
+                                            {"ci_low": "lo", "ci_high": "hi", "level": 0.9},
+                                            {"ci_low": "lo"}, {"level": "z", "ci_low": "lo",
+                                                               "ci_high": "hi"}])))
     if draw(st.integers(0, 2)) == 0:
         kwargs["covariates"] = draw(st.lists(st.sampled_from(["z", "w", "task"]), max_size=2))
     if "param" in names and draw(st.booleans()):
