@@ -7,15 +7,10 @@ task-similarity prior and returns a :class:`FusionResult`.
 
 from __future__ import annotations
 
-import warnings as _warnings
-
-from bayesfuse.data import TaskEstimates, read_estimates
+from bayesfuse import errors  # noqa: F401  (bf.errors, a light module)
 from bayesfuse.errors import BayesfuseError
 
 __version__ = "0.1.0"
-
-# ArviZ 0.2x announces its 1.0 refactor on import; bayesfuse pins arviz < 1.
-_warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
 __all__ = [
     "BayesfuseError",
@@ -33,6 +28,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "TaskEstimates": ("bayesfuse.data.estimates", "TaskEstimates"),
+    "read_estimates": ("bayesfuse.data.read", "read_estimates"),
     "estimate_tasks": ("bayesfuse.stage1.dml", "estimate_tasks"),
     "fuse": ("bayesfuse.inference.fuse", "fuse"),
     "load_fit": ("bayesfuse.result", "load_fit"),
@@ -54,7 +51,8 @@ _NAMESPACES = {
 
 
 def __getattr__(name: str):
-    """Import heavy submodules (JAX, DoubleML) only when first used."""
+    """Import submodules (pandas, JAX, DoubleML) only when a name is first used, so that
+    ``import bayesfuse`` and ``bayesfuse --help`` stay fast."""
     import importlib
 
     if name in _LAZY:

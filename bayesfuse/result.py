@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pandas as pd
 
+from bayesfuse._arviz import az
 from bayesfuse._io import atomic_write_with
 from bayesfuse._validation import check_choice, check_probability
 from bayesfuse.analysis.diagnostics import Diagnostics, Thresholds, diagnose, flat_names

@@ -10,9 +10,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import arviz as az
 import numpy as np
 import pandas as pd
+
+from bayesfuse._arviz import az
 
 __all__ = ["Diagnostics", "Thresholds", "diagnose", "flat_names"]
 

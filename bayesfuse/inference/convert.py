@@ -14,10 +14,10 @@ import json
 import warnings
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pandas as pd
 
+from bayesfuse._arviz import az
 from bayesfuse.data.estimates import TaskEstimates
 from bayesfuse.errors import FitError
 from bayesfuse.families.base import Family

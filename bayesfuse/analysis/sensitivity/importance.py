@@ -221,7 +221,7 @@ def psis_weights(log_ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     weights : ndarray of shape (m, N), rows summing to 1
     k : ndarray of shape (m,)
     """
-    import arviz as az
+    from bayesfuse._arviz import az
 
     log_ratio = np.atleast_2d(np.asarray(log_ratio, dtype=float))
     flat = np.ptp(log_ratio, axis=1) < 1e-12

@@ -249,7 +249,7 @@ def hyper_dataset(fit: Any, var_names: Sequence[str] | None, what: str,
                   max_elements: int = 12) -> Any:
     """An xarray Dataset with one (chain, draw) variable per non-constant element (at most
     ``max_elements``), for ArviZ's plots."""
-    import arviz as az
+    from bayesfuse._arviz import az
 
     draws = {k: v for k, v in hyper_draws(fit, var_names).items() if np.ptp(v) > 0}
     if not draws:

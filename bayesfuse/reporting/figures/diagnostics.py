@@ -39,7 +39,7 @@ def trace(fit: Any, var_names: Sequence[str] | None = None, kind: str = "rank_ba
     -------
     ndarray of Axes of shape (n, 2)
     """
-    import arviz as az
+    from bayesfuse._arviz import az
 
     fit = check_fit(fit, "trace", NEEDS)
     check_choice(kind, "kind", ("rank_bars", "rank_vlines", "trace"))
@@ -70,7 +70,7 @@ def energy(fit: Any, ax: Any = None) -> Any:
     -------
     Axes
     """
-    import arviz as az
+    from bayesfuse._arviz import az
 
     fit = check_fit(fit, "energy", ("idata", "meta"))
     if "energy" not in fit.idata.sample_stats:
@@ -105,7 +105,7 @@ def pair(fit: Any, var_names: Sequence[str] | None = None, divergences: bool = T
     -------
     Axes, or ndarray of Axes
     """
-    import arviz as az
+    from bayesfuse._arviz import az
 
     fit = check_fit(fit, "pair", NEEDS)
     data = hyper_dataset(fit, var_names, "pair", max_elements=8)

@@ -51,7 +51,7 @@ def prior_posterior(fit: Any, var_names: Sequence[str] | None = None, max_panels
     -------
     Axes, or ndarray of Axes of shape (n_panels,)
     """
-    import arviz as az
+    from bayesfuse._arviz import az
 
     fit = check_fit(fit, "prior_posterior", NEEDS)
     if "prior" not in fit.idata.groups():
