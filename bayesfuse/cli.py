@@ -273,6 +273,9 @@ def fuse(
     target_accept: Annotated[float | None, typer.Option(help="NUTS target acceptance.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     backend: Annotated[str, typer.Option(help="numpyro | pymc")] = "numpyro",
+    method: Annotated[str, typer.Option(
+        help="nuts | exact: independent draws by quadrature over tau, no compilation "
+             "(exchangeable model, scalar estimates, normal prior on mu).")] = "nuts",
     summary: Annotated[Path | None, typer.Option(help="Also write the summary CSV.")] = None,
     ci_prob: Annotated[float, typer.Option(help="Credible interval probability.")] = 0.95,
     force: Annotated[bool, typer.Option(help="Overwrite output files.")] = False,
@@ -288,10 +291,13 @@ def fuse(
     from bayesfuse.inference.fuse import fuse as fuse_api
 
     check_probability(ci_prob, "--ci-prob")
+    check_choice(method, "--method", ("nuts", "exact"))
     _check_output(output, force)
     if summary is not None:
         _check_output(summary, force)
     est = read_estimates([str(p) for p in estimates])
+    for note in est.meta.get("notes", []):  # converted standard errors, ignored columns
+        err.print(Text.assemble(("note", "cyan"), f": {note}"))
     options = {k: _option_value(v) for k, v in _parse_pairs(option, "--option").items()}
     start = time.perf_counter()
     with err.status(f"Sampling {model} model (K = {est.n_tasks})..."):
@@ -300,7 +306,7 @@ def fuse(
             fit = fuse_api(est, model=model, priors=_parse_pairs(prior, "--prior"),
                            chains=chains, draws=draws, warmup=warmup,
                            target_accept=target_accept, seed=seed, backend=backend,
-                           collapsed=not plain, **options)
+                           method=method, collapsed=not plain, **options)
     elapsed = time.perf_counter() - start
     _print_fit(fit, ci_prob)
     fit.save(output)

@@ -111,8 +111,14 @@ def fuse(
         Sampler backend.
     method : {"nuts", "exact"}
         ``"exact"`` (exchangeable, scalar θ, normal prior on μ): independent draws by
-        quadrature over τ instead of MCMC — no sampler diagnostics to worry about, and a
-        check of NUTS.
+        quadrature over τ instead of MCMC, in numpy with nothing to compile
+        (:mod:`bayesfuse.inference.exact`) — no sampler diagnostics to worry about, and a
+        check of NUTS. Other models raise a ``SpecError``. It is not the default, even
+        where it applies: with ``"nuts"`` as the one default, the method of a fit (and its
+        draws for a seed) does not change with the prior on μ or the number of
+        parameters, existing seeds reproduce, and ``backend`` and ``collapsed`` keep their
+        meaning. Scalar exchangeable fits that want speed ask for ``method="exact"`` (the
+        CLI's ``--method exact``).
     collapsed : bool
         Integrate θ out analytically and sample only the hyperparameters (default). With
         ``False`` the plain non-centred model is sampled (for checking).
@@ -120,7 +126,8 @@ def fuse(
     prior_draws : int
         Draws kept in the ``prior`` group.
     warn : bool
-        Emit a ``ConvergenceWarning`` when the diagnostics fail.
+        Emit a ``ConvergenceWarning`` when the diagnostics fail (NUTS only: the draws of
+        ``method="exact"`` are independent, so there is no chain to diagnose).
     **options
         Family options (e.g. ``robust=True`` for ``exchangeable``).
 
@@ -149,7 +156,6 @@ def fuse(
     """
     runtime.configure_host_devices()  # before JAX's first computation, else no effect
     runtime.enable_x64()
-    from bayesfuse.inference.nuts import run_numpyro
     from bayesfuse.result import FusionResult
 
     if method not in ("nuts", "exact"):
@@ -171,6 +177,8 @@ def fuse(
         samples = pymc_backend.run_pymc(family, spec.sampler, seed, collapsed=collapsed,
                                         prior_draws=prior_draws)
     else:
+        from bayesfuse.inference.nuts import run_numpyro
+
         samples = run_numpyro(family, spec.sampler, seed, collapsed=collapsed,
                               prior_draws=prior_draws)
     meta = {
@@ -192,7 +200,7 @@ def fuse(
 
     idata = build_idata(family, estimates, samples, meta)
     result = FusionResult(idata, estimates=estimates, family=family)
-    if warn:
+    if warn and method == "nuts":
         try:
             diagnostics = result.diagnostics()
         except BayesfuseError:  # pragma: no cover - diagnostics never block a result
