@@ -26,7 +26,8 @@ so a gradient costs a few more such recursions, never a dense K×K matrix
 isolated unit diagonals (log 1 = 0) and are left out of every sum. The exact per-draw
 computations (θ draws, leave-one-out densities, pooling weights) use the same factors; the
 dense algebra of :mod:`bayesfuse.families._graph` stays the reference (the tests compare
-both) and serves small or dense graphs.
+both) and serves small or dense graphs; its factors above ``FACTOR_LEAF`` rows come from
+:func:`factor_and_inverse_factor` (recursive halving into small blocks).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 __all__ = [
     "BLOCK_MIN",
+    "FACTOR_LEAF",
+    "factor_and_inverse_factor",
     "LAYOUT_KEYS",
     "BlockGraph",
     "layout",
@@ -86,6 +89,42 @@ class BlockGraph(NamedTuple):
     lower: jax.Array
     slot_task: jax.Array
     task_slot: jax.Array
+
+
+# ---------------------------------------------------------------------- dense by halving
+# Dense factors of the graph families' likelihoods (:mod:`bayesfuse.families._graph`) above
+# FACTOR_LEAF rows: LAPACK sees only leaf blocks, which run on one thread; a larger LAPACK
+# solve runs on OpenBLAS threads that, with several chains sharing the cores, spin against
+# each other (benchmarks/results/speed.md).
+#: largest matrix factored by one LAPACK call in the likelihoods' gradients
+FACTOR_LEAF = 16
+
+
+def factor_and_inverse_factor(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Lower Cholesky factor L of a symmetric positive definite A (n, n) and L⁻¹.
+
+    By recursive halving, A = [[A₁₁, ·], [A₂₁, A₂₂]]:
+
+        L₁₁ = chol(A₁₁),  L₂₁ = A₂₁ L₁₁⁻ᵀ,  L₂₂ = chol(A₂₂ − L₂₁ L₂₁ᵀ)
+        L⁻¹ = [[L₁₁⁻¹, 0], [−L₂₂⁻¹ L₂₁ L₁₁⁻¹, L₂₂⁻¹]]
+
+    down to blocks of at most ``FACTOR_LEAF`` rows, which LAPACK factors and inverts (NaN
+    when A is not positive definite, as with ``jnp.linalg.cholesky``).
+    """
+    size = matrix.shape[-1]
+    if size <= FACTOR_LEAF:
+        chol = jnp.linalg.cholesky(matrix)
+        eye = jnp.eye(size, dtype=matrix.dtype)
+        return chol, jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    half = size // 2
+    chol_a, inv_a = factor_and_inverse_factor(matrix[:half, :half])
+    below = matrix[half:, :half] @ inv_a.T  # L₂₁
+    chol_b, inv_b = factor_and_inverse_factor(matrix[half:, half:] - below @ below.T)
+    zero = jnp.zeros((half, size - half), dtype=matrix.dtype)
+    chol = jnp.block([[chol_a, zero], [below, chol_b]])
+    inverse = jnp.block([[inv_a, zero], [-(inv_b @ below) @ inv_a, inv_b]])
+    return chol, inverse
+
 
 
 # ---------------------------------------------------------------------- layout

@@ -210,18 +210,22 @@ def dense_from_edges(index: jax.Array, weight: jax.Array, n_tasks: int) -> jax.A
 
 
 # ---------------------------------------------------------------------- Gaussian algebra
-# Reverse-mode differentiation through a Cholesky factor is generic in JAX (it
-# differentiates the factorisation step by step) and, on CPU, costs several times the
-# factor itself. The functions below give the gradients of the scalars the likelihoods need in
-# closed form from one factor and one inverse instead (∂ log|A| / ∂A = A⁻¹, ∂ bᵀA⁻¹b / ∂A
-# = −A⁻¹bbᵀA⁻¹), which is faster (measurements: benchmarks/results/design_measurements.md).
-# They take and return symmetric matrices and are checked against automatic
-# differentiation in the tests.
+# JAX differentiates a Cholesky factor step by step, at several times the factor's cost on
+# CPU. The functions below give the likelihoods' gradients in closed form from one factor and
+# one inverse (∂ log|A| / ∂A = A⁻¹, ∂ bᵀA⁻¹b / ∂A = −A⁻¹bbᵀA⁻¹; symmetric in and out,
+# checked against autodiff in the tests). Above FACTOR_LEAF rows both come from recursive
+# halving: LAPACK sees only small blocks, which stay on one thread (larger calls run on
+# OpenBLAS threads that, with several chains on the cores, spin against each other).
+# Measurements: benchmarks/results/design_measurements.md and speed.md.
 def _factor_and_inverse(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
-    chol = jnp.linalg.cholesky(matrix)
-    inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(matrix.shape[-1],
-                                                              dtype=matrix.dtype))
-    return chol, inverse
+    """Cholesky factor and inverse of A (n, n)."""
+    if matrix.shape[-1] <= _blocktri.FACTOR_LEAF:
+        chol = jnp.linalg.cholesky(matrix)
+        inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(matrix.shape[-1],
+                                                                  dtype=matrix.dtype))
+        return chol, inverse
+    chol, inverse_factor = _blocktri.factor_and_inverse_factor(matrix)
+    return chol, inverse_factor.T @ inverse_factor
 
 
 @jax.custom_vjp
@@ -358,8 +362,13 @@ def conditional_draw(key: jax.Array, resid: jax.Array, graph: Any,
     block form."""
     if isinstance(graph, _blocktri.BlockGraph):
         return _blocktri.conditional_draw(key, resid, graph, prior_chol, cov_inv)
-    chol_post = jnp.linalg.cholesky(_posterior_precision(graph, prior_chol, cov_inv))
+    precision = _posterior_precision(graph, prior_chol, cov_inv)
     scaled = jnp.einsum("kij,kj->ki", cov_inv, resid).reshape(-1)
+    if precision.shape[0] > _blocktri.FACTOR_LEAF:  # H⁻¹b + L⁻ᵀz, both from L⁻¹
+        inverse_factor = _blocktri.factor_and_inverse_factor(precision)[1]
+        noise = jax.random.normal(key, scaled.shape)
+        return (inverse_factor.T @ (inverse_factor @ scaled + noise)).reshape(resid.shape)
+    chol_post = jnp.linalg.cholesky(precision)
     mean = jax.scipy.linalg.cho_solve((chol_post, True), scaled)
     noise = jax.scipy.linalg.solve_triangular(
         chol_post.T, jax.random.normal(key, scaled.shape), lower=False)
@@ -386,12 +395,18 @@ def conditional_blocks(resid: jax.Array, graph: Any, prior_chol: jax.Array,
         post_blocks, post_mean = _blocktri.posterior_blocks_and_mean(resid, graph, prior_chol,
                                                                      cov_inv)
     else:
-        chol_post = jnp.linalg.cholesky(_posterior_precision(graph, prior_chol, cov_inv))
-        chol_inv = jax.scipy.linalg.solve_triangular(
-            chol_post, jnp.eye(n_tasks * n_params), lower=True).reshape(-1, n_tasks, n_params)
+        precision = _posterior_precision(graph, prior_chol, cov_inv)
+        scaled = jnp.einsum("kij,kj->ki", cov_inv, resid).reshape(-1)
+        if n_tasks * n_params > _blocktri.FACTOR_LEAF:
+            chol_inv = _blocktri.factor_and_inverse_factor(precision)[1]
+            post_mean = chol_inv.T @ (chol_inv @ scaled)
+        else:
+            chol_post = jnp.linalg.cholesky(precision)
+            chol_inv = jax.scipy.linalg.solve_triangular(
+                chol_post, jnp.eye(n_tasks * n_params), lower=True)
+            post_mean = jax.scipy.linalg.cho_solve((chol_post, True), scaled)
+        chol_inv = chol_inv.reshape(-1, n_tasks, n_params)
         post_blocks = jnp.einsum("mki,mkj->kij", chol_inv, chol_inv)  # (H⁻¹)ₖₖ
-        scaled = jnp.einsum("kij,kj->ki", cov_inv, resid)
-        post_mean = jax.scipy.linalg.cho_solve((chol_post, True), scaled.reshape(-1))
         post_mean = post_mean.reshape(n_tasks, n_params)
     grad = jnp.einsum("kij,kj->ki", cov_inv, resid - post_mean)  # g = Λ r
     loo_prec = cov_inv - cov_inv @ post_blocks @ cov_inv  # Λₖₖ
