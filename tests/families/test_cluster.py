@@ -158,12 +158,13 @@ def test_dp_weights_recover_clusters(recovery):
     # measured between-cluster co-clustering 0.08-0.17 per chain), so the bound on
     # `between` is looser here than for the default weights.
     assert ari >= 0.9 and within >= 0.8 and between <= 0.2, (ari, within, between)
-    # For the same reason the number of clusters mixes slowly at these short settings: a
-    # fresh clone with XLA held to AVX2 gave R-hat 1.042 and bulk ESS 81 for n_clusters
-    # (2026-12-03), where this CPU gives a passing verdict. The bounds catch a sampler that
-    # is stuck (split chains in different partitions give R-hat well above 1.1) without
-    # asking the DP form for the default's mixing, which it does not have (see README).
-    assert_sampled_well(fit, max_rhat=1.1, min_ess=40)
+    # For the same reason the number of clusters mixes slowly at these short settings: with
+    # XLA held to AVX2, seeds 2-6 gave R-hat 1.009-1.042, bulk ESS 81-245, tail ESS 97-133,
+    # 0-1 divergences and 0-11 of 1,200 transitions at the maximum tree depth (2026-12-03),
+    # where this seed passes the verdict on an AVX-512 CPU. The bounds catch a sampler that
+    # is stuck (chains in different partitions give R-hat well above 1.1) without asking the
+    # DP form for the default's mixing, which it does not have (see README).
+    assert_sampled_well(fit, max_rhat=1.1, min_ess=40, max_divergent_share=0.03)
 
 
 def test_vector_case_recovers_two_clusters():
