@@ -24,6 +24,7 @@ NOTEBOOKS = [
     "02_posterior_diagnostics.ipynb",
     "03_sensitivity_analysis.ipynb",
     "04_reporting_credible_intervals.ipynb",
+    "05_similarity_structure.ipynb",
 ]
 TIMEOUT_S = int(os.environ.get("BAYESFUSE_NOTEBOOK_TIMEOUT", "600"))  # per cell
 KERNEL = "python3"
