@@ -18,6 +18,20 @@ def clustered_estimates(seed=0, per=8, means=(-2.0, 0.0, 2.5), within=0.1, se=0.
     return est, truth, theta
 
 
+def vector_estimates(seed: int = 5, n_tasks: int = 12) -> TaskEstimates:
+    """p = 2, correlated sampling errors and correlated task effects."""
+    rng = np.random.default_rng(seed)
+    T = np.array([[1.0, 0.6], [0.6, 0.5]])
+    theta = np.array([1.0, -0.5]) + rng.multivariate_normal(np.zeros(2), T, n_tasks)
+    se = rng.uniform(0.3, 0.8, (n_tasks, 2))
+    corr = rng.uniform(-0.5, 0.5, n_tasks)
+    cov = np.einsum("ki,kj->kij", se, se) * np.where(np.eye(2)[None] > 0, 1.0,
+                                                     corr[:, None, None])
+    theta_hat = np.array([rng.multivariate_normal(t, c) for t, c in zip(theta, cov, strict=True)])
+    return TaskEstimates([f"s{k}" for k in range(n_tasks)], theta_hat, cov,
+                         params=["read", "math"])
+
+
 def simulate_exchangeable(n_tasks: int, mu: float, tau: float, seed: int) -> TaskEstimates:
     """θₖ ~ N(mu, tau²), θ̂ₖ ~ N(θₖ, seₖ²) with seₖ uniform on [0.5, 1.5]."""
     rng = np.random.default_rng(seed)

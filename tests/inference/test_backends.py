@@ -11,7 +11,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_sampled_well, clustered_estimates
+from helpers import assert_sampled_well, clustered_estimates, vector_estimates
 
 import bayesfuse as bf
 from bayesfuse.analysis.diagnostics import flat_names
@@ -63,20 +63,6 @@ def test_eight_schools(eight_schools):
     assert_sampled_well(b)
     np.testing.assert_allclose(b.summary()["shrinkage"], a.summary()["shrinkage"], atol=0.03)
     assert np.isfinite(b.loo().elpd_loo)
-
-
-def vector_estimates(seed: int = 5, n_tasks: int = 12) -> TaskEstimates:
-    """p = 2, correlated sampling errors and correlated task effects."""
-    rng = np.random.default_rng(seed)
-    T = np.array([[1.0, 0.6], [0.6, 0.5]])
-    theta = np.array([1.0, -0.5]) + rng.multivariate_normal(np.zeros(2), T, n_tasks)
-    se = rng.uniform(0.3, 0.8, (n_tasks, 2))
-    corr = rng.uniform(-0.5, 0.5, n_tasks)
-    cov = np.einsum("ki,kj->kij", se, se) * np.where(np.eye(2)[None] > 0, 1.0,
-                                                     corr[:, None, None])
-    theta_hat = np.array([rng.multivariate_normal(t, c) for t, c in zip(theta, cov, strict=True)])
-    return TaskEstimates([f"s{k}" for k in range(n_tasks)], theta_hat, cov,
-                         params=["read", "math"])
 
 
 @pytest.mark.slow  # 100 s; the default run keeps the scalar and metareg agreements

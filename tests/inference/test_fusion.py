@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_sampled_well
+from helpers import assert_sampled_well, vector_estimates
 
 import bayesfuse as bf
 from bayesfuse.data.estimates import TaskEstimates
@@ -19,20 +19,6 @@ FAST = dict(chains=4, warmup=500, draws=1000, warn=False)
 
 def _mcse(x):
     return float(np.ravel(az.mcse(x, method="mean"))[0])
-
-
-def vector_estimates(seed=5, n_tasks=12):
-    """p = 2 estimates with correlated sampling errors and correlated task effects."""
-    rng = np.random.default_rng(seed)
-    T = np.array([[1.0, 0.6], [0.6, 0.5]])
-    theta = np.array([1.0, -0.5]) + rng.multivariate_normal(np.zeros(2), T, n_tasks)
-    se = rng.uniform(0.3, 0.8, (n_tasks, 2))
-    corr = rng.uniform(-0.5, 0.5, n_tasks)
-    cov = np.einsum("ki,kj->kij", se, se) * np.where(np.eye(2)[None] > 0, 1.0,
-                                                     corr[:, None, None])
-    theta_hat = np.array([rng.multivariate_normal(t, c) for t, c in zip(theta, cov, strict=True)])
-    return TaskEstimates([f"s{k}" for k in range(n_tasks)], theta_hat, cov,
-                         params=["read", "math"])
 
 
 def test_collapsed_and_noncentred_agree_vector():
