@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-all lint format clean
+.PHONY: venv demo test test-all lint format clean notebooks docs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,17 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The documentation site: installs the `docs` extra once (its own stamp, so `make test`
+# stays as it was), then builds warning-free into docs/_build/html.
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 demo: venv
 	$(BIN)/bayesfuse demo
@@ -29,6 +40,10 @@ test: venv lint
 
 test-all: venv lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "slow or not slow"
+
+# Execute the notebooks and store them with their outputs (figures, tables).
+notebooks: venv
+	$(BIN)/python scripts/run_notebooks.py
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -64,6 +64,30 @@ def _option_value(text: str):
     return text
 
 
+def _parse_modifiers(text: str | None):
+    """``--modifiers``: ``a,b`` (a list of names) or ``a=0,b=50`` (names and centres)."""
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise CliError("--modifiers needs column names, e.g. --modifiers age,score.")
+    with_centre = ["=" in item for item in items]
+    if not any(with_centre):
+        return items
+    if not all(with_centre):
+        raise CliError(f"--modifiers takes names (a,b) or names with centres (a=0,b=50), not "
+                       f"a mix; got {text!r}.")
+    pairs = _parse_pairs(items, "--modifiers")
+    centres = {}
+    for name, value in pairs.items():
+        try:
+            centres[name] = float(value)
+        except ValueError:
+            raise CliError(f"--modifiers: the centre of '{name}' must be a number; got "
+                           f"{value!r}.") from None
+    return centres
+
+
 def _check_output(path: Path, force: bool) -> Path:
     if path.exists() and not force:
         raise CliError(f"{path} exists; add --force to overwrite it.")
@@ -108,6 +132,7 @@ def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
     out.print(table)
     if len(summary) > max_rows:
         out.print(f"... {len(summary) - max_rows} more rows (use --summary FILE.csv)")
+    _print_borrowing(fit, summary, max_rows)
     hyper = fit.hyper_summary(ci_prob)
     if len(hyper):
         max_hyper = 40
@@ -131,6 +156,28 @@ def _print_fit(fit, ci_prob: float = 0.95, max_rows: int = 100) -> None:
     _print_diagnostics(fit)
 
 
+def _print_borrowing(fit, summary, max_rows: int) -> None:
+    """How much each task borrows (columns of ``fit.summary()``), in a table of its own."""
+    has_n = fit.estimates.n is not None
+    show_param = len(fit.params) > 1
+    table = Table(title="How much each task borrows")
+    columns = ["task", *(["param"] if show_param else []), "pooling", "variance reduction",
+               *(["effective n", "n gained"] if has_n else [])]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for row in summary.head(max_rows).itertuples():
+        cells = [str(row.task), *([str(row.param)] if show_param else []),
+                 f"{row.shrinkage:.2f}", f"{row.variance_reduction:.0%}"]
+        if has_n:
+            cells += [f"{row.effective_n:.0f}", f"{row.n_gained:+.0f}"]
+        table.add_row(*cells)
+    out.print(table)
+    out.print("pooling: the shrinkage (0 = the task alone, 1 = complete pooling); variance "
+              "reduction: 1 - posterior variance / stage-1 variance"
+              + ("; effective n: n x stage-1 variance / posterior variance." if has_n
+                 else "; effective n needs the tasks' sample sizes (an n column)."))
+
+
 def _print_diagnostics(fit) -> None:
     diag = fit.diagnostics()
     if diag.ok:
@@ -151,12 +198,21 @@ def estimate(
     treatment: Annotated[str, typer.Option(help="Treatment column (0/1 for ate/atte).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Estimates CSV to write.")],
     covariates: Annotated[str | None, typer.Option(help="Comma-separated covariates.")] = None,
-    estimand: Annotated[str, typer.Option(help="ate | atte | plr")] = "ate",
+    estimand: Annotated[str, typer.Option(
+        help="ate | atte | plr | blp (best linear predictor of the CATE on --modifiers)")] = "ate",
+    modifiers: Annotated[str | None, typer.Option(
+        help="For --estimand blp: effect modifiers (covariates) the CATE is projected on, "
+             "a,b (centred at their pooled mean) or a=0,b=50 (centred there).")] = None,
     learner: Annotated[str, typer.Option(help="gbm | rf | lasso | linear")] = "gbm",
     folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
     n_jobs: Annotated[int, typer.Option(help="Parallel tasks (-1: all cores).")] = -1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     min_n: Annotated[int, typer.Option(help="Exclude tasks with fewer rows.")] = 20,
+    nuisance: Annotated[str, typer.Option(
+        help="task: nuisance models fitted per task | shared: fitted once on all tasks' rows "
+             "(task indicators and interactions as features), cross-fitted, θ still per "
+             "task. shared needs all rows in one place; never across sites that cannot "
+             "share rows.")] = "task",
     force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
 ) -> None:
     """Stage 1: per-task double/debiased ML estimates -> estimates CSV."""
@@ -167,7 +223,8 @@ def estimate(
     columns = [c.strip() for c in covariates.split(",") if c.strip()] if covariates else None
     est = _run_stage1(estimate_tasks, frame, task=task, outcome=outcome, treatment=treatment,
                       covariates=columns, estimand=estimand, learner=learner, folds=folds,
-                      n_jobs=n_jobs, seed=seed, min_n=min_n)
+                      n_jobs=n_jobs, seed=seed, min_n=min_n, nuisance=nuisance,
+                      modifiers=_parse_modifiers(modifiers))
     est.to_csv(output)
     out.print(f"Wrote {est.n_tasks} task estimates to {output}")
 
@@ -208,7 +265,11 @@ def site(
     task_id: Annotated[str | None, typer.Option(help="Task id of all rows (a one-task "
                                                      "site).")] = None,
     covariates: Annotated[str | None, typer.Option(help="Comma-separated covariates.")] = None,
-    estimand: Annotated[str, typer.Option(help="ate | atte | plr")] = "ate",
+    estimand: Annotated[str, typer.Option(
+        help="ate | atte | plr | blp (best linear predictor of the CATE on --modifiers)")] = "ate",
+    modifiers: Annotated[str | None, typer.Option(
+        help="For --estimand blp: effect modifiers with the centres agreed by all sites, "
+             "a=0,b=50 (the intercept is the CATE at that point).")] = None,
     learner: Annotated[str, typer.Option(help="gbm | rf | lasso | linear")] = "gbm",
     propensity_learner: Annotated[str | None, typer.Option(
         help="Learner of the propensity / treatment model (default: --learner).")] = None,
@@ -229,9 +290,17 @@ def site(
     created_at: Annotated[str | None, typer.Option(
         help="Time stamp to record (default: SOURCE_DATE_EPOCH if set, else now).")] = None,
     n_jobs: Annotated[int, typer.Option(help="Parallel tasks (-1: all cores).")] = -1,
+    nuisance: Annotated[str, typer.Option(
+        help="Only 'task': a site sees its own rows, and shared nuisance learning needs all "
+             "tasks' rows in one place (bayesfuse estimate --nuisance shared).")] = "task",
     force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
 ) -> None:
     """Stage 1 on this site's rows -> summary JSON to send to the coordinator (no rows)."""
+    if nuisance != "task":
+        raise CliUsageError(
+            f"--nuisance {nuisance} is not available for a site summary: it fits on this "
+            "site's rows only; shared nuisance learning needs all tasks' rows in one place "
+            "(bayesfuse estimate --nuisance shared), never across sites that cannot share rows.")
     _check_output(output, force)
     frame = _read_table(data)
     from bayesfuse.stage1.site import site_summary
@@ -244,7 +313,8 @@ def site(
                                                         "propensity": propensity_learner}
     document = site_summary(
         frame, outcome=outcomes[0] if len(outcomes) == 1 else outcomes, treatment=treatment,
-        covariates=columns, task=task, task_id=task_id, estimand=estimand, learner=spec,
+        covariates=columns, task=task, task_id=task_id, estimand=estimand,
+        modifiers=_parse_modifiers(modifiers), learner=spec,
         folds=folds, seed=seed, min_n=min_n, n_jobs=n_jobs, task_covariates=zs or None,
         dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_sensitivity=dp_sensitivity,
         dp_seed=dp_seed, created_at=created_at, output=output, force=force)
@@ -282,8 +352,16 @@ def fuse(
     plain: Annotated[bool, typer.Option(
         help="Sample θ itself (collapsed=False) instead of integrating it out; for car "
              "with hundreds of tasks this avoids a K×K factor per gradient.")] = False,
+    within_corr: Annotated[str | None, typer.Option(
+        help="given | unknown | a correlation in (-1, 1): the correlation between a task's "
+             "estimates when the files give standard errors only (vector θ). unknown "
+             "samples one correlation matrix shared by the tasks (prior within_corr = "
+             "lkj(2)); default: given (use the covariances as they are).")] = None,
 ) -> None:
-    """Stage 2: fuse per-task estimates with a task-similarity prior -> fit file."""
+    """Stage 2: fuse per-task estimates with a task-similarity prior -> fit file.
+
+    Prints the fused estimates and how much each task borrows (pooling, variance
+    reduction, effective n)."""
     import warnings
 
     from bayesfuse.data.read import read_estimates
@@ -299,6 +377,10 @@ def fuse(
     for note in est.meta.get("notes", []):  # converted standard errors, ignored columns
         err.print(Text.assemble(("note", "cyan"), f": {note}"))
     options = {k: _option_value(v) for k, v in _parse_pairs(option, "--option").items()}
+    if within_corr is not None:
+        from bayesfuse.families.within_corr import check_within_corr
+
+        options["within_corr"] = check_within_corr(within_corr)
     start = time.perf_counter()
     with err.status(f"Sampling {model} model (K = {est.n_tasks})..."):
         with warnings.catch_warnings():
@@ -316,6 +398,67 @@ def fuse(
 
         atomic_write_text(summary, fit.summary(ci_prob).to_csv(index=False))
         out.print(f"Wrote {summary}")
+
+
+@app.command("predict-population")
+def predict_population(
+    fit_path: Annotated[Path, typer.Argument(help="Fit file written by 'bayesfuse fuse' (a "
+                                                  "model with task covariates: metareg).")],
+    target: Annotated[Path, typer.Argument(help="Target population CSV: one row per target "
+                                                "task, a column per covariate of the model.")],
+    weights: Annotated[str | None, typer.Option(help="Column of TARGET with the rows' weights "
+                                                     "(default: equal).")] = None,
+    predictive: Annotated[bool, typer.Option(
+        help="Average of new tasks' effects drawn at the rows (adds the between-task "
+             "variation) instead of the average conditional mean.")] = False,
+    ci_prob: Annotated[float, typer.Option(help="Credible interval probability.")] = 0.95,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Also write the summary CSV.")] = None,
+    draws_output: Annotated[Path | None, typer.Option(
+        help="Also write the posterior draws CSV (one row per draw).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of --predictive draws.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite output files.")] = False,
+) -> None:
+    """Transport: the average effect in a target population of task-covariate rows.
+
+    The posterior of the weighted average effect over the rows (fit.predict_population)."""
+    import warnings
+
+    from bayesfuse.errors import BayesfuseWarning
+    from bayesfuse.result import load_fit, summarize_draws
+
+    check_probability(ci_prob, "--ci-prob")
+    for path in (output, draws_output):
+        if path is not None:
+            _check_output(path, force)
+    frame = _read_table(target)
+    fit = load_fit(fit_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BayesfuseWarning)
+        draws = fit.predict_population(frame, weights=weights, seed=seed,
+                                       kind="predictive" if predictive else "mean")
+    for warning in caught:
+        if issubclass(warning.category, BayesfuseWarning):
+            err.print(Text.assemble(("warning", "yellow"), f": {warning.message}"))
+    summary = summarize_draws(draws, ci_prob)
+    pct = f"{ci_prob:.0%}"
+    what = "average of the target tasks' effects" if predictive else "average effect"
+    table = Table(title=f"Target population ({len(frame)} rows): {what}, {fit.model} fit")
+    for column in ("param", "mean", "sd", f"{pct} interval"):
+        table.add_column(column, justify="right" if column != "param" else "left",
+                         no_wrap=True)
+    for name, row in summary.iterrows():
+        table.add_row(str(name), f"{row['mean']:.3f}", f"{row['sd']:.3f}",
+                      f"[{row['eti_low']:.3f}, {row['eti_high']:.3f}]")
+    out.print(table)
+    from bayesfuse._io import atomic_write_text
+
+    if output is not None:
+        atomic_write_text(output, summary.reset_index().to_csv(index=False))
+        out.print(f"Wrote {output}")
+    if draws_output is not None:
+        atomic_write_text(draws_output, draws.to_csv(index=False))
+        out.print(f"Wrote {draws_output}")
 
 
 @app.command()
@@ -462,8 +605,9 @@ def report(
                                                "density)")] = "eti",
     force: Annotated[bool, typer.Option(help="Overwrite the output file.")] = False,
 ) -> None:
-    """Self-contained HTML report of a fit: data, model and priors, diagnostics, fused
-    estimates, hyperparameters, similarity (figures inline, no network requests)."""
+    """Self-contained HTML report of a fit (figures inline, no network requests).
+
+    Data, model and priors, diagnostics, fused estimates, hyperparameters, similarity."""
     from bayesfuse.reporting.report import write_report
     from bayesfuse.result import load_fit
 

@@ -38,6 +38,13 @@ def read_estimates(
     Returns
     -------
     TaskEstimates
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.read_estimates("estimates.csv")                      # doctest: +SKIP
+    >>> est = bf.read_estimates(["site-a.json", "site-b.json"])       # doctest: +SKIP
+    >>> fit = bf.fuse(est, model="exchangeable")                      # doctest: +SKIP
     """
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     if not paths:

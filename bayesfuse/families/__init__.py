@@ -3,7 +3,8 @@
 Every module in this package whose name does not start with an underscore (other than
 ``base`` and ``registry``) is imported here and registers its family with
 :func:`~bayesfuse.families.registry.register`: adding a family is adding a file (or a
-subpackage, such as ``cluster``).
+subpackage, such as ``cluster``). ``within_corr`` registers no family: it holds the wrapper
+that every family's ``within_corr`` option builds (see ``Family.__new__``).
 """
 
 from __future__ import annotations

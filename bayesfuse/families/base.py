@@ -10,6 +10,9 @@ A family is one module with one :class:`Family` subclass, registered with
 * ``pointwise_loglik``: log p(θ̂ₖ | θ̂₋ₖ, φ) per task (the marginal when tasks are
   conditionally independent given φ), used for PSIS-LOO;
 * ``draw_new_task``: θ for an unseen task given φ;
+* optionally ``population_covariates`` / ``conditional_mean``: families with task
+  covariates validate a target population's covariate rows and give E[θ | covariates, φ]
+  (``FusionResult.predict_population``);
 * ``pooling_weight``: the weight of the prior mean in E[θₖ | φ, θ̂] (shrinkage);
 * ``similarity``: its task-similarity output;
 * optionally ``pymc_model``: the same model in PyMC, for ``backend="pymc"``, built from the
@@ -37,15 +40,23 @@ from bayesfuse.specs.priors import (
     PriorBlock,
     format_number,
     resolve_priors,
-    stacked_args,
 )
 
 __all__ = ["Family", "block_distribution", "DataScale"]
 
+def stacked_prior_args(priors: Sequence[Prior]) -> list[jax.Array]:
+    """The arguments of element priors stacked into arrays of shape (n_elements,).
+
+    Like :func:`bayesfuse.specs.priors.stacked_args`, with ``jnp.stack``: inside a model the
+    arguments may be traced (a sampler passes them as inputs).
+    """
+    return [jnp.stack([jnp.asarray(p.args[i]) for p in priors])
+            for i in range(len(priors[0].args))]
+
+
 def block_distribution(priors: Sequence[Prior]):
     """A NumPyro distribution with event shape (n,) from one prior per element."""
-    args = [jnp.asarray(a) for a in stacked_args(priors)]
-    return priors[0].numpyro(args).to_event(1)
+    return priors[0].numpyro(stacked_prior_args(priors)).to_event(1)
 
 
 def _round2(value: float) -> float:
@@ -99,9 +110,38 @@ class Family(ABC):
     #: whether the family learns or uses a task graph (the report then draws it with
     #: ``bf.plot.task_graph``)
     has_task_graph: ClassVar[bool] = False
+    #: whether the sampler may pad the tasks to a bucketed count K' ≥ K with masked copies
+    #: of the first task (their ``theta_hat`` term in the log density is zero), so that one
+    #: compiled program serves every K of a bucket. True only for families whose model ties
+    #: tasks together through shared hyperparameters alone (per-task likelihood terms,
+    #: ``theta_hat`` observed with batch shape (K,)); never for graphs or partitions.
+    pads_tasks: ClassVar[bool] = False
+    #: the entries of :meth:`data` with one row per task (repeated when padding)
+    task_data: ClassVar[tuple[str, ...]] = ("theta_hat", "cov", "cov_chol")
+
+    def __new__(cls, estimates: TaskEstimates | None = None,
+                options: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``Family(estimates, {..., "within_corr": "unknown"})`` builds the family wrapped
+        by :class:`bayesfuse.families.within_corr.WithinCorr` (a prior on the correlation
+        within tasks, for vector θ with standard errors only); ``"given"`` (the default) is
+        the family itself. Every family thus accepts the option, and a stored spec rebuilds
+        the same model."""
+        within = options.get("within_corr") if isinstance(options, Mapping) else None
+        if cls.accepts_within_corr and within is not None:
+            from bayesfuse.families.within_corr import WithinCorr, check_within_corr
+
+            if check_within_corr(within) != "given":
+                inner = cls(estimates, {k: v for k, v in options.items() if k != "within_corr"})
+                return WithinCorr(inner, within)
+        return super().__new__(cls)
+
+    #: whether ``Family(estimates, options)`` handles the ``within_corr`` option (see
+    #: :meth:`__new__`); false for the wrapper itself
+    accepts_within_corr: ClassVar[bool] = True
 
     def __init__(self, estimates: TaskEstimates, options: Mapping[str, Any] | None = None):
         options = dict(options or {})
+        options.pop("within_corr", None)  # "given" (else __new__ built the wrapper)
         unknown = set(options) - set(self.option_defaults)
         if unknown:
             valid = ", ".join(sorted(self.option_defaults)) or "none"
@@ -168,6 +208,11 @@ class Family(ABC):
     def draw_new_task(self, key: jax.Array, data: Mapping[str, Any], draw: Mapping[str, Any],
                       covariates: jax.Array | None) -> jax.Array:
         """θ of an unseen task given φ, shape (p,)."""
+
+    def sampling_chol(self, data: Mapping[str, Any], draw: Mapping[str, Any]) -> jax.Array:
+        """Cholesky factor of the sampling covariance Vₖ of θ̂ₖ for one draw, shape (K, p, p)
+        (default: the given ``data["cov_chol"]``; a model that learns Vₖ rebuilds it)."""
+        return data["cov_chol"]
 
     def pooling_weight(self, data: Mapping[str, Any], draw: Mapping[str, Any]) -> jax.Array:
         """Weight of the prior mean in E[θₖ | φ, θ̂], shape (K, p) (0 = no pooling)."""
@@ -333,6 +378,35 @@ class Family(ABC):
             raise SpecError(f"Family '{self.name}' does not use task covariates; "
                             "call predict_new_task() without covariates.")
         return None
+
+    def population_covariates(self, frame: Any) -> np.ndarray:
+        """Validate a target population's task-level covariate rows (transport).
+
+        Families whose tasks' means depend on task covariates override this together with
+        :meth:`conditional_mean`; the default refuses, since without covariates every
+        target population has the same average effect.
+
+        Parameters
+        ----------
+        frame : DataFrame
+            One row per target task or stratum, columns named as the model's covariates.
+
+        Returns
+        -------
+        ndarray of shape (N, q)
+            The rows in the form :meth:`conditional_mean` and :meth:`draw_new_task` read.
+        """
+        raise SpecError(
+            f"Model '{self.name}' has no task covariates, so every target population has the "
+            "same average effect: use predict_new_task() (or the hyperparameters), or fit a "
+            "model with task covariates (model='metareg') to transport the effect."
+        )
+
+    def conditional_mean(self, data: Mapping[str, Any], draw: Mapping[str, Any],
+                         covariates: jax.Array) -> jax.Array:
+        """E[θ | covariates, φ] of new tasks for one draw of φ, shape (N, p), for rows
+        ``covariates`` (N, q) from :meth:`population_covariates`."""
+        raise NotImplementedError(f"Family '{self.name}' has no task covariates.")
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -341,6 +341,7 @@ class Exchangeable(Family):
 
     name = "exchangeable"
     description = "exchangeable tasks: normal random effects around a common mean"
+    pads_tasks = True
     option_defaults = {"robust": False}
 
     def prior_blocks(self) -> list[PriorBlock]:

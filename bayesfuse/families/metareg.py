@@ -17,11 +17,14 @@ Collapsed likelihood (θ integrated out)::
 
 so NUTS samples only α, S, τ and, for p > 1, the Cholesky factor of R ~ LKJ(η); θ is drawn
 exactly per posterior draw. A new task's θ is drawn from N(α + S z̃_new, T) given its
-covariates (:meth:`MetaRegression.new_task_covariates`).
+covariates (:meth:`MetaRegression.new_task_covariates`). The average effect in a target
+population of tasks with covariate rows xᵢ and weights wᵢ (``predict_population``) is
+Σᵢ wᵢ (α + S x̃ᵢ) per draw (:meth:`MetaRegression.conditional_mean`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,7 +35,7 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesfuse.errors import SpecError
+from bayesfuse.errors import BayesfuseWarning, SpecError
 from bayesfuse.families.base import (
     Family,
     _round2,
@@ -40,9 +43,10 @@ from bayesfuse.families.base import (
     gaussian_conditional_draw,
     mvn_logpdf,
     pooling_weight_gaussian,
+    stacked_prior_args,
 )
 from bayesfuse.families.registry import register
-from bayesfuse.specs.priors import Prior, PriorBlock, format_number, stacked_args
+from bayesfuse.specs.priors import Prior, PriorBlock, format_number
 
 
 @register
@@ -56,6 +60,8 @@ class MetaRegression(Family):
     """
 
     name = "metareg"
+    pads_tasks = True
+    task_data = ("theta_hat", "cov", "cov_chol", "zstd")
     description = "meta-regression: normal random effects around a line in the task covariates"
     option_defaults = {"covariates": None}
 
@@ -218,8 +224,8 @@ class MetaRegression(Family):
         n_tasks, n_params = cov.shape[0], cov.shape[1]
         n_cov = zstd.shape[1]
         intercept = numpyro.sample("intercept", block_distribution(priors["intercept"]))
-        slope_args = [jnp.reshape(jnp.asarray(a), (n_params, n_cov))
-                      for a in stacked_args(priors["slope"])]
+        slope_args = [jnp.reshape(a, (n_params, n_cov))
+                      for a in stacked_prior_args(priors["slope"])]
         slope = numpyro.sample("slope", priors["slope"][0].numpyro(slope_args).to_event(2))
         tau = numpyro.sample("tau", block_distribution(priors["tau"]))
         numpyro.deterministic("coef", self.to_original_scale(intercept, slope, zmean, zsd))
@@ -373,3 +379,70 @@ class MetaRegression(Family):
         if bad:
             raise SpecError(f"The new task's covariate(s) {bad} are not finite numbers.")
         return jnp.asarray((values - self.covariate_mean) / self.covariate_sd)
+
+    def population_covariates(self, frame: Any) -> np.ndarray:
+        """Validate and standardise a target population's covariate rows.
+
+        Parameters
+        ----------
+        frame : DataFrame
+            One row per target task or stratum, a column per covariate of the model
+            (``self.covariate_names``), numbers on their original scale. Columns that are
+            covariates of the estimates but not of the model are ignored; any other column
+            is refused (drop it first).
+
+        Returns
+        -------
+        ndarray of shape (N, q)
+            The standardised covariates (x − mean) / sd, with the tasks' means and sds
+            (float64, also when JAX runs in 32 bits).
+
+        Warns
+        -----
+        BayesfuseWarning
+            When a target covariate lies outside the range of the tasks' (extrapolation).
+        """
+        names = self.covariate_names
+        if not isinstance(frame, pd.DataFrame):
+            raise SpecError(f"The target population must be a DataFrame with columns {names}; "
+                            f"got {type(frame).__name__}.")
+        if len(frame) == 0:
+            raise SpecError(f"The target population has no rows; give one row per target task "
+                            f"with columns {names}.")
+        columns = [str(c) for c in frame.columns]
+        known = set(self.estimates.covariates.columns)
+        unknown = [c for c in columns if c not in known and c not in names]
+        if unknown:
+            raise SpecError(f"Unknown column(s) {unknown} in the target population; this model "
+                            f"uses the covariates {names} (drop the other columns).")
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise SpecError(f"The target population lacks the covariate(s) {missing}; this "
+                            f"model uses {names}.")
+        chosen = frame.set_axis(columns, axis=1)[names]
+        text = [n for n in names if not (pd.api.types.is_numeric_dtype(chosen[n])
+                                         and not pd.api.types.is_bool_dtype(chosen[n]))]
+        if text:
+            raise SpecError(f"Target covariate(s) {text} must be numbers; got "
+                            f"{chosen[text[0]].dtype} values such as {chosen[text[0]].iloc[0]!r}.")
+        values = chosen.to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise SpecError(f"Target covariate '{names[col]}' is not a finite number in row "
+                            f"{row} ({values[row, col]!r}); fill in or drop that row.")
+        fitted = self.estimates.covariates[names].to_numpy(dtype=float)
+        low, high = fitted.min(axis=0), fitted.max(axis=0)
+        outside = [f"{n} (target {v_lo:g} to {v_hi:g}, tasks {lo:g} to {hi:g})"
+                   for n, v_lo, v_hi, lo, hi in zip(names, values.min(axis=0),
+                                                    values.max(axis=0), low, high, strict=True)
+                   if v_lo < lo or v_hi > hi]
+        if outside:
+            warnings.warn(f"The target population lies outside the tasks' covariates in "
+                          f"{'; '.join(outside)}: its average effect extrapolates the "
+                          "regression line.", BayesfuseWarning, stacklevel=3)
+        return (values - self.covariate_mean) / self.covariate_sd
+
+    def conditional_mean(self, data, draw, covariates):
+        """The regression line α + S z̃ at standardised covariates (N, q), shape (N, p)."""
+        return self._line(draw, covariates)

@@ -23,6 +23,7 @@ class Pooled(Family):
     """θₖ = μ for all tasks (common effect)."""
 
     name = "pooled"
+    pads_tasks = True
     description = "complete pooling: one common effect for all tasks"
     similarity_kind = "all ones (complete pooling)"
 

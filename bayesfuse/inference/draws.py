@@ -30,6 +30,7 @@ from numpyro.infer import Predictive
 
 from bayesfuse.families import Family
 from bayesfuse.inference.runtime import enable_x64
+from bayesfuse.specs.priors import prior_arguments, with_arguments
 
 __all__ = ["Draws", "postprocess_fn", "postprocess_batch", "prior_draws", "per_draw_map",
            "is_finite_draws", "QUICK_COMPILE", "QUICK_COMPILE_MAX_WORK"]
@@ -112,7 +113,7 @@ def postprocess_fn(family: Family, collapsed: bool, data: Mapping[str, Any], tot
             loglik = family.pointwise_loglik(data, draw)
             weight = family.pooling_weight(data, draw)
             noise = jax.random.normal(k_pred, theta.shape)
-            predictive = theta + jnp.einsum("kij,kj->ki", data["cov_chol"], noise)
+            predictive = theta + jnp.einsum("kij,kj->ki", family.sampling_chol(data, draw), noise)
             extras = family.extra_draws(k_extra, data, draw)
             return theta, loglik, weight, predictive, extras
 
@@ -154,16 +155,17 @@ def prior_draws(family: Family, data: Mapping[str, np.ndarray], key: jax.Array,
     if draw_fn is None:
         holder = family if cache is None else cache["family"]
 
-        def model(**kwargs: Any) -> None:
-            holder.model(holder.priors, False, **kwargs)
+        def model(prior_args: Any, **kwargs: Any) -> None:
+            holder.model(with_arguments(holder.priors, prior_args), False, **kwargs)
 
-        def draw_fn(key, inputs):
+        def draw_fn(key, inputs):  # the priors' numbers are inputs (see nuts._compiled)
             return Predictive(model, num_samples=n)(key, theta_hat=None, **inputs)
 
         draw_fn = jax.jit(draw_fn, compiler_options=QUICK_COMPILE)
         if cache is not None:
             cache[cache_key] = draw_fn
     inputs = {k: v for k, v in data.items() if k != "theta_hat"}
+    inputs["prior_args"] = prior_arguments(family.priors)
     draws = draw_fn(key, inputs)
     keep = set(family.hyper_dims()) | {"theta"}
     prior = {k: np.asarray(v)[None] for k, v in draws.items() if k in keep}

@@ -12,7 +12,13 @@ from typing import Any
 import pandas as pd
 
 from bayesfuse.data.estimates import TaskEstimates
-from bayesfuse.errors import BayesfuseError, ConvergenceWarning, EstimatesError, SpecError
+from bayesfuse.errors import (
+    BayesfuseError,
+    ConvergenceWarning,
+    EstimatesError,
+    OptionError,
+    SpecError,
+)
 from bayesfuse.families import Family, get_family
 from bayesfuse.inference import runtime
 from bayesfuse.specs.models import ModelSpec, load_spec
@@ -88,6 +94,7 @@ def fuse(
     chain_method: str | None = None,
     prior_draws: int = 500,
     warn: bool = True,
+    within_corr: str | float | None = None,
     **options: Any,
 ):
     """Fit a hierarchical model with a task-similarity prior to per-task estimates.
@@ -125,6 +132,15 @@ def fuse(
     chain_method : {"auto", "parallel", "vectorized", "sequential"}, optional
     prior_draws : int
         Draws kept in the ``prior`` group.
+    within_corr : {"given", "unknown"} or float, optional
+        The correlation between a task's estimates, for vector θ whose Vₖ hold standard
+        errors only (diagonal). ``"given"`` (the default, also when ``None`` and the spec
+        does not say): use Vₖ as given. ``"unknown"``: one correlation matrix R shared by
+        the tasks, R ~ LKJ(2) (prior block ``within_corr``), sampled with the other
+        hyperparameters; Vₖ = Sₖ R Sₖ with Sₖ the diagonal of SEs (posterior variable
+        ``within_corr``; :mod:`bayesfuse.families.within_corr`). A float ρ in (−1, 1):
+        a known common correlation. Needs p ≥ 2, diagonal Vₖ, ``method="nuts"``; with
+        ``"unknown"`` also ``backend="numpyro"``.
     warn : bool
         Emit a ``ConvergenceWarning`` when the diagnostics fail (NUTS only: the draws of
         ``method="exact"`` are independent, so there is no chain to diagnose).
@@ -137,7 +153,7 @@ def fuse(
 
     Notes
     -----
-    Importing bayesfuse changes no global setting; a fit makes two
+    Importing bayesfuse changes no global setting; a fit makes three
     (:mod:`bayesfuse.inference.runtime`). It turns on JAX's 64-bit mode
     (``jax_enable_x64``) for the process, so that every fit computes in double precision.
     Before JAX's first computation it also asks JAX for several CPU devices (4 to 8;
@@ -145,7 +161,9 @@ def fuse(
     in parallel; it leaves a count the user set (``numpyro.set_host_device_count(n)``,
     ``XLA_FLAGS``) and cannot change it once JAX has computed. Call
     ``numpyro.enable_x64()`` and ``numpyro.set_host_device_count(n)`` yourself to make
-    these choices first.
+    these choices first. Compiled programs are kept in a per-user cache folder
+    (``~/.cache/bayesfuse/jax``) and reused by later processes;
+    ``BAYESFUSE_COMPILATION_CACHE=0`` turns this off, a path chooses the folder.
 
     Examples
     --------
@@ -155,6 +173,7 @@ def fuse(
     >>> fit.summary()[["task", "mean", "eti_low", "eti_high"]]    # doctest: +SKIP
     """
     runtime.configure_host_devices()  # before JAX's first computation, else no effect
+    runtime.configure_compilation_cache()
     runtime.enable_x64()
     from bayesfuse.result import FusionResult
 
@@ -164,9 +183,18 @@ def fuse(
         raise SpecError(f"Unknown backend '{backend}'. Valid backends: {', '.join(BACKENDS)}.")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise SpecError(f"seed must be a non-negative integer; got {seed!r}.")
+    if within_corr is not None:
+        options["within_corr"] = within_corr
     estimates, spec, family = prepare(
         estimates, model, priors, chains=chains, draws=draws, warmup=warmup,
         target_accept=target_accept, chain_method=chain_method, **options)
+    within = family.options.get("within_corr", "given")
+    if within != "given" and method == "exact":
+        raise OptionError(f"within_corr={within!r} needs method='nuts' (the exact method is "
+                          "for scalar θ); drop method='exact'.")
+    if within == "unknown" and backend == "pymc":
+        raise OptionError("within_corr='unknown' is available with backend='numpyro' only; "
+                          "use backend='numpyro'.")
     if method == "exact":
         from bayesfuse.inference.exact import run_exact
 

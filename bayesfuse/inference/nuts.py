@@ -25,12 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_median
+from numpyro.primitives import Messenger
 
 from bayesfuse.families import Family
 from bayesfuse.inference import draws as per_draw
 from bayesfuse.inference.runtime import enable_x64
 from bayesfuse.specs.models import SamplerConfig
-from bayesfuse.specs.priors import prior_strings
+from bayesfuse.specs.priors import prior_arguments, prior_strings, with_arguments
 
 __all__ = ["run_numpyro", "chain_method_for", "clear_cache", "RelabellingNUTS",
            "relabel_adaptation"]
@@ -75,8 +76,15 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
         return entry
     holder = family  # the model closes over this instance; updated on reuse (above)
 
-    def model(**kwargs: Any) -> None:
-        holder.model(holder.priors, collapsed, **kwargs)
+    def model(prior_args: Any, task_mask: Any = None, **kwargs: Any) -> None:
+        # the priors' numbers are inputs, not constants: the compiled program (and its
+        # entry in the persistent compilation cache) does not depend on them
+        priors = with_arguments(holder.priors, prior_args)
+        if task_mask is None:
+            holder.model(priors, collapsed, **kwargs)
+            return
+        with _MaskPaddedTasks(task_mask):
+            holder.model(priors, collapsed, **kwargs)
 
     settings = dict(target_accept_prob=config.target_accept,
                     max_tree_depth=config.max_tree_depth, init_strategy=init_to_median())
@@ -98,6 +106,70 @@ def _compiled(family: Family, collapsed: bool, data: Mapping[str, np.ndarray],
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return entry
+
+
+def bucket_size(n_tasks: int) -> int:
+    """The padded task count for ``n_tasks``: the smallest of 8, 10, 12, 14, 16, 20, 24,
+    28, 32, 40, ... (four sizes per doubling, m·2ᵉ with m in 4..7) that holds them, so that
+    padding adds at most a quarter of the work and one compiled program serves every K of
+    its bucket."""
+    if n_tasks <= 8:
+        return 8
+    exponent = (n_tasks - 1).bit_length() - 3  # 2ᵉ·4 < n ≤ 2ᵉ·8
+    step = 1 << exponent
+    return -(-n_tasks // step) * step
+
+
+def padded_data(family: Family, data: Mapping[str, np.ndarray]
+                ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The family's data padded to :func:`bucket_size` tasks, and the task mask.
+
+    Padded tasks repeat the first task's rows of ``family.task_data`` (valid values, so
+    every density stays finite); the mask (True for real tasks, shape (K',)) removes their
+    ``theta_hat`` terms from the log density. Families that do not pad
+    (``Family.pads_tasks``) give the data unchanged and ``None``.
+    """
+    if not family.pads_tasks:
+        return dict(data), None
+    n_tasks = data["theta_hat"].shape[0]
+    size = bucket_size(n_tasks)
+    rows = np.concatenate([np.arange(n_tasks), np.zeros(size - n_tasks, dtype=int)])
+    out = {k: (np.asarray(v)[rows] if k in family.task_data else v) for k, v in data.items()}
+    return out, np.arange(size) < n_tasks
+
+
+class _MaskPaddedTasks(Messenger):
+    """Give the observed ``theta_hat`` site zero log density at padded tasks."""
+
+    def __init__(self, mask: Any) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "sample" and msg["name"] == "theta_hat" and msg["is_observed"]:
+            msg["fn"] = msg["fn"].mask(self.mask)
+
+
+def _unpad(draws: per_draw.Draws, family: Family, n_tasks: int) -> per_draw.Draws:
+    """Drop the padded tasks from every task axis of ``draws``."""
+    def cut(value: np.ndarray, dims: list[str], offset: int) -> np.ndarray:
+        index = [slice(None)] * value.ndim
+        for axis, dim in enumerate(dims):
+            if dim == "task":
+                index[offset + axis] = slice(0, n_tasks)
+        return value[tuple(index)]
+
+    hyper_dims, extra_dims = family.hyper_dims(), family.extra_dims()
+    draws.hyper = {k: cut(v, hyper_dims.get(k, []), 2) for k, v in draws.hyper.items()}
+    draws.extras = {k: cut(v, extra_dims.get(k, []), 2) for k, v in draws.extras.items()}
+    draws.prior = {k: v[:, :, :n_tasks] if k == "theta" else cut(v, hyper_dims.get(k, []), 2)
+                   for k, v in draws.prior.items()}
+    draws.prior_predictive = {k: v[:, :, :n_tasks] for k, v in draws.prior_predictive.items()}
+    draws.theta = draws.theta[:, :, :n_tasks]
+    draws.log_likelihood = draws.log_likelihood[:, :, :n_tasks]
+    draws.predictive = draws.predictive[:, :, :n_tasks]
+    draws.pooling = draws.pooling[:n_tasks]
+    return draws
 
 
 class RelabellingNUTS(NUTS):
@@ -370,6 +442,8 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     enable_x64()
     collapsed = collapsed and family.collapsible
     data = {k: np.asarray(v) for k, v in family.data().items()}
+    n_tasks = data["theta_hat"].shape[0]
+    data, task_mask = padded_data(family, data)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     entry = _compiled(family, collapsed, data, config)
@@ -377,7 +451,8 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     init_params = _init_params(entry["family"], collapsed, data, config.chains, seed)
     mcmc: MCMC = entry["mcmc"]
     with _JIT_REUSE.reusing(entry["jit_memo"]):
-        mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, init_params=init_params, **data)
+        mcmc.run(key_mcmc, extra_fields=_EXTRA_FIELDS, init_params=init_params,
+                 prior_args=prior_arguments(family.priors), task_mask=task_mask, **data)
     samples = mcmc.get_samples(group_by_chain=True)
     stats = mcmc.get_extra_fields(group_by_chain=True)
     # hyperparameter draws are small: bring them to the host (parallel chains leave them
@@ -415,7 +490,7 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
     start = time.perf_counter()
     prior, prior_pred = per_draw.prior_draws(family, data, key_prior, prior_draws, entry)
     timings["prior_s"] = time.perf_counter() - start
-    return per_draw.Draws(
+    draws = per_draw.Draws(
         hyper=hyper,
         theta=by_chain(theta),
         log_likelihood=by_chain(loglik),
@@ -428,3 +503,4 @@ def run_numpyro(family: Family, config: SamplerConfig, seed: int, collapsed: boo
         timings=timings,
         chain_method=entry["chain_method"],
     )
+    return draws if task_mask is None or task_mask.all() else _unpad(draws, family, n_tasks)

@@ -1,7 +1,7 @@
-"""The two JAX settings a fit needs, set when a fit runs, never on import.
+"""The JAX settings a fit makes, when it runs, never on import.
 
 Importing bayesfuse (any module of it) changes no global setting: not ``XLA_FLAGS``, not
-JAX's configuration, not NumPyro's modules. Two settings are made when bayesfuse computes:
+JAX's configuration, not NumPyro's modules. Three settings are made when bayesfuse computes:
 
 **64-bit floats.** Every fit computes in double precision, as NumPy does: :func:`enable_x64`
 turns on JAX's ``jax_enable_x64`` for the process when :func:`bayesfuse.fuse` starts, and
@@ -25,16 +25,33 @@ when the user chose a count (``XLA_FLAGS=--xla_force_host_platform_device_count=
 chain in its own thread, so on 2 cores 4 chains still share both cores (about twice as fast
 as vectorised chains on one core for large K). GPU devices are not affected. To choose
 yourself, call ``numpyro.set_host_device_count(n)`` before your first JAX computation.
+
+**Compilation cache.** Compiled samplers and per-draw maps are kept on disk and reused by
+later processes: :func:`configure_compilation_cache` points JAX's persistent compilation
+cache at a per-user folder when :func:`bayesfuse.fuse` starts, so a second ``bayesfuse fuse``
+of the same model on data of the same (bucketed) shapes compiles nothing. The folder is
+``$BAYESFUSE_COMPILATION_CACHE`` when that names a folder, else
+``$XDG_CACHE_HOME/bayesfuse/jax`` (``~/.cache/bayesfuse/jax``). ``BAYESFUSE_COMPILATION_CACHE=0``
+turns it off; a cache folder chosen for JAX itself (``JAX_COMPILATION_CACHE_DIR`` or
+``jax_compilation_cache_dir``) is used as it is. JAX keys each entry on the program, the
+compiler options, the devices and its own version, so a hit gives the same executable; the
+folder can be deleted at any time (it only costs the next fit its compilation). Like the
+device count, it takes effect when set before the process compiles its first JAX program.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-__all__ = ["FLAG", "enable_x64", "configure_host_devices", "default_host_devices"]
+__all__ = ["FLAG", "CACHE_ENV", "enable_x64", "configure_host_devices", "default_host_devices",
+           "configure_compilation_cache", "default_cache_dir"]
 
 #: The XLA flag with which a user sets the number of CPU devices.
 FLAG = "--xla_force_host_platform_device_count"
+#: The environment variable that chooses (a folder) or turns off (``0``) the compilation cache.
+CACHE_ENV = "BAYESFUSE_COMPILATION_CACHE"
+_OFF = {"0", "off", "false", "no"}
 
 
 def enable_x64() -> None:
@@ -83,3 +100,42 @@ def configure_host_devices(count: int | None = None) -> bool:
     except RuntimeError:  # the backends have started: too late to change the device count
         return False
     return True
+
+
+def default_cache_dir() -> Path:
+    """The per-user folder of the compilation cache: ``$XDG_CACHE_HOME/bayesfuse/jax``,
+    ``~/.cache/bayesfuse/jax`` when ``XDG_CACHE_HOME`` is not set."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "bayesfuse" / "jax"
+
+
+def configure_compilation_cache() -> str | None:
+    """Point JAX's persistent compilation cache at bayesfuse's folder, if none is chosen.
+
+    Every compiled program is cached, however short its compilation (JAX's default keeps
+    only those that took a second or more; a first fit compiles many small ones).
+
+    Returns
+    -------
+    str or None
+        The cache folder in use, or ``None`` when the cache is off
+        (``BAYESFUSE_COMPILATION_CACHE=0``) or the folder cannot be created.
+    """
+    import jax
+
+    chosen = jax.config.jax_compilation_cache_dir
+    if chosen:  # the user's (or JAX_COMPILATION_CACHE_DIR's) choice stands
+        return chosen
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() in _OFF:
+        return None
+    folder = Path(setting).expanduser() if setting and setting.lower() not in {"1", "on"} \
+        else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: fits still run, they compile as before
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return str(folder)

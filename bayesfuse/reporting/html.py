@@ -115,6 +115,15 @@ def figure_to_data_uri(figure: Any, dpi: int = DPI) -> str:
     Returns
     -------
     str
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> import bayesfuse as bf
+    >>> fig, ax = plt.subplots()
+    >>> uri = bf.report.figure_to_data_uri(fig, dpi=80)
+    >>> uri.startswith("data:image/png;base64,")
+    True
     """
     figure = as_figure(figure)
     buffer = io.BytesIO()

@@ -178,10 +178,12 @@ def _results_section(fit: Any, ci_prob: float, interval: str, figure: _Figures) 
         table = table.drop(columns="param")
     parts = ['<h2 id="results">Fused estimates</h2>\n',
              f'<p class="note">Posterior of each task\'s θₖ under the {_esc(fit.model)} '
-             f"prior, with {pct} {kind} credible intervals. Shrinkage is the posterior weight "
-             "of the prior mean in E[θₖ]: 0 = the task alone, 1 = complete pooling.</p>\n",
+             f"prior, with {pct} {kind} credible intervals. Shrinkage (the pooling factor) is the "
+             "posterior weight of the prior mean in E[θₖ]: 0 = the task alone, 1 = complete "
+             "pooling.</p>\n",
              _table(table, names=headers(ci_prob, interval),
                     caption=f"Fused estimates ({pct} {interval.upper()})"),
+             _borrowing_part(fit, ci_prob, interval),
              figure(lambda: plot.forest(fit, ci_prob=ci_prob, interval=interval),
                     "Forest plot",
                     f"Stage-1 estimate ± {pct} normal interval (open) and fused posterior "
@@ -191,6 +193,26 @@ def _results_section(fit: Any, ci_prob: float, interval: str, figure: _Figures) 
                     "Each arrow runs from the stage-1 estimate to the fused mean, against the "
                     "stage-1 standard error: noisier tasks borrow more strength.")]
     return "".join(parts)
+
+
+def _borrowing_part(fit: Any, ci_prob: float, interval: str) -> str:
+    """How much each task borrows: pooling factor, variance reduction, effective n."""
+    full = results_table(fit, ci_prob, interval, borrowing=True)
+    keep = ["task", "param", "shrinkage", *[c for c in full.columns
+                                            if c in ("variance_reduction", "effective_n",
+                                                     "n_gained")]]
+    table = full[keep].drop(columns="param" if len(fit.params) == 1 else [])
+    has_n = "effective_n" in table.columns
+    note = ("Variance reduction is 1 − Var(θₖ | data) / Vₖ: the share of the task's own "
+            "sampling variance removed by borrowing from the other tasks. "
+            + ("Effective n is nₖ · Vₖ / Var(θₖ | data), the units the task alone would need "
+               "for the same precision; n gained is effective n − nₖ." if has_n else
+               "The estimates carry no sample sizes nₖ, so no effective sample size is "
+               "given."))
+    return ("<h3>How much each task borrows</h3>\n"
+            f'<p class="note">{_esc(note)}</p>\n'
+            + _table(table, names=headers(ci_prob, interval),
+                     caption="Borrowing per task"))
 
 
 def _hyper_section(fit: Any, ci_prob: float, interval: str, figure: _Figures) -> str:
@@ -249,6 +271,15 @@ def sensitivity_sections(results: Any) -> tuple[dict[str, list[Any]], list[Any]]
     sections : dict of str -> list
     created : list
         Figures made here (to be closed once embedded).
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> sens = bf.sensitivity.sensitivity_analysis(fit, draws=500)     # doctest: +SKIP
+    >>> sections, figures = bf.report.sensitivity_sections(sens)       # doctest: +SKIP
+    >>> list(sections)                                  # section titles  # doctest: +SKIP
     """
     import dataclasses
 
@@ -343,6 +374,13 @@ def render_report(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
     -------
     str
         HTML5 text; figures are inline base64 PNG, no external resources.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> html = bf.report.render_report(fit, ci_prob=0.9)  # one HTML document  # doctest: +SKIP
     """
     needs = ("idata", "family", "summary", "hyper_summary", "diagnostics", "structure")
     if not all(hasattr(fit, name) for name in needs):
@@ -419,6 +457,16 @@ def write_report(fit: Any, path: str | os.PathLike[str],
     Returns
     -------
     Path
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> path = bf.report.write_report(fit, "report.html", force=True)   # doctest: +SKIP
+    >>> sens = bf.sensitivity.sensitivity_analysis(fit, draws=500)     # doctest: +SKIP
+    >>> path = bf.report.write_report(fit, "report.html", sensitivity=sens,
+    ...                               force=True)                      # doctest: +SKIP
     """
     from bayesfuse._io import atomic_write_text, check_overwrite
 

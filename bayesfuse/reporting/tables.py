@@ -36,7 +36,9 @@ INTERVALS = ("eti", "hdi")
 #: decimals of the text formats when ``digits`` is not given
 DEFAULT_DIGITS = 3
 #: columns always written as whole numbers
-COUNT_COLUMNS = ("ess_bulk", "ess_tail", "n")
+COUNT_COLUMNS = ("ess_bulk", "ess_tail", "n", "effective_n", "n_gained")
+#: the columns of :func:`results_table` with ``borrowing=True`` (see ``FusionResult.summary``)
+BORROWING_COLUMNS = ("variance_reduction", "effective_n", "n_gained")
 
 
 def _check(ci_prob: float, interval: str, fmt: str, digits: int | None) -> float:
@@ -59,14 +61,16 @@ def headers(ci_prob: float, interval: str) -> dict[str, str]:
         "estimate": "Stage-1 estimate", "se": "Stage-1 SE", "n": "n",
         "mean": "Posterior mean", "sd": "Posterior SD",
         f"{interval}_low": f"{pct} {kind} lower", f"{interval}_high": f"{pct} {kind} upper",
-        "shrinkage": "Shrinkage", "r_hat": "R-hat", "ess_bulk": "ESS bulk",
+        "shrinkage": "Shrinkage", "variance_reduction": "Variance reduction",
+        "effective_n": "Effective n", "n_gained": "n gained", "r_hat": "R-hat",
+        "ess_bulk": "ESS bulk",
         "ess_tail": "ESS tail", "prior": "Prior",
     }
 
 
 def results_table(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
                   fmt: str = "dataframe", digits: int | None = None,
-                  diagnostics: bool = False) -> pd.DataFrame | str:
+                  diagnostics: bool = False, borrowing: bool = False) -> pd.DataFrame | str:
     """Per-task fused estimates with stage-1 estimates and credible intervals.
 
     Parameters
@@ -83,18 +87,30 @@ def results_table(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
         Decimals. Default: full precision for ``dataframe``/``csv``, 3 for the others.
     diagnostics : bool
         Add ``r_hat, ess_bulk, ess_tail`` per row.
+    borrowing : bool
+        Add how much each task borrows: ``variance_reduction, effective_n, n_gained``
+        (defined in ``FusionResult.summary``; the last two are left out when the estimates
+        carry no sample sizes).
 
     Returns
     -------
     DataFrame or str
         DataFrame with K·p rows, columns ``task, param, estimate, se, mean, sd,
-        {interval}_low, {interval}_high, shrinkage`` (``attrs``: ``ci_prob``,
+        {interval}_low, {interval}_high, shrinkage`` (the pooling factor), then the
+        borrowing and diagnostics columns asked for (``attrs``: ``ci_prob``,
         ``interval``); or its text.
+
+    Examples
+    --------
+    >>> print(results_table(fit, fmt="markdown", borrowing=True))       # doctest: +SKIP
     """
     ci_prob = _check(ci_prob, interval, fmt, digits)
     summary = fit.summary(ci_prob)
     columns = ["task", "param", "estimate", "se", "mean", "sd", f"{interval}_low",
                f"{interval}_high", "shrinkage"]
+    if borrowing:
+        columns += list(BORROWING_COLUMNS if fit.estimates.n is not None
+                        else BORROWING_COLUMNS[:1])
     if diagnostics:
         columns += ["r_hat", "ess_bulk", "ess_tail"]
     table = summary[columns].reset_index(drop=True)
@@ -118,6 +134,13 @@ def hyper_table(fit: Any, ci_prob: float = 0.95, interval: str = "eti",
     DataFrame or str
         One row per hyperparameter element, columns ``name, mean, sd, {interval}_low,
         {interval}_high, r_hat, ess_bulk, ess_tail, prior``; or its text.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> print(bf.tables.hyper_table(fit, fmt="latex", digits=2))          # doctest: +SKIP
     """
     ci_prob = _check(ci_prob, interval, fmt, digits)
     hyper = fit.hyper_summary(ci_prob).reset_index()
@@ -202,6 +225,17 @@ def format_table(frame: pd.DataFrame, fmt: str = "markdown", digits: int = DEFAU
     Returns
     -------
     str (DataFrame for ``fmt="dataframe"``)
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import bayesfuse as bf
+    >>> frame = pd.DataFrame({"task": ["a", "b"], "mean": [0.123, 0.456]})
+    >>> print(bf.tables.format_table(frame, fmt="markdown", digits=2))
+    | task | mean |
+    | :--- | ---: |
+    | a | 0.12 |
+    | b | 0.46 |
     """
     check_choice(fmt, "fmt", FORMATS)
     if not isinstance(frame, pd.DataFrame):

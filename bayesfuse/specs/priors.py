@@ -327,6 +327,30 @@ def stacked_args(priors: Sequence[Prior]) -> tuple[np.ndarray, ...]:
     return tuple(np.array([p.args[i] for p in priors]) for i in range(len(priors[0].args)))
 
 
+def prior_arguments(resolved: Mapping[str, Sequence[Prior]]) -> dict[str, np.ndarray]:
+    """The numeric arguments of resolved priors, one array per block.
+
+    Returns ``{block: array of shape (n_elements, n_args)}``. A sampler passes these to the
+    model as inputs (see :func:`with_arguments`) rather than as constants, so the compiled
+    program does not depend on the prior's numbers: a refit with other data-scaled
+    defaults, or a prior sweep, reuses it.
+    """
+    return {name: np.array([p.args for p in priors], dtype=float).reshape(len(priors), -1)
+            for name, priors in resolved.items()}
+
+
+def with_arguments(resolved: Mapping[str, Sequence[Prior]],
+                   arguments: Mapping[str, Any]) -> dict[str, list[Prior]]:
+    """Resolved priors whose arguments are replaced by ``arguments`` (e.g. traced arrays).
+
+    ``arguments`` is what :func:`prior_arguments` returns, possibly as JAX arrays; the
+    distribution families stay those of ``resolved``.
+    """
+    return {name: [Prior(p.family, tuple(arguments[name][i, j] for j in range(len(p.args))))
+                   for i, p in enumerate(priors)]
+            for name, priors in resolved.items()}
+
+
 def prior_strings(resolved: Mapping[str, Sequence[Prior]],
                   blocks: Sequence[PriorBlock]) -> dict[str, str]:
     """Flat ``{"mu[read]": "normal(0, 5)", "tau": ...}`` view of resolved priors."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -25,14 +25,16 @@ import pandas as pd
 
 from bayesfuse.data.estimates import TaskEstimates, task_label
 from bayesfuse.errors import DataError, TaskWarning
+from bayesfuse.stage1 import blp
 from bayesfuse.stage1.learners import describe_learner, resolve_learner
 
-__all__ = ["estimate_tasks", "ESTIMANDS", "BACKENDS"]
+__all__ = ["estimate_tasks", "ESTIMANDS", "BACKENDS", "NUISANCE"]
 
-ESTIMANDS = ("ate", "atte", "plr")
+ESTIMANDS = ("ate", "atte", "plr", "blp")
 BACKENDS = ("joblib", "dask")
-_BINARY = ("ate", "atte")
-_PLANNED = {"blp": "The CATE best-linear-projection estimand 'blp' is not available yet"}
+NUISANCE = ("task", "shared")
+_BINARY = ("ate", "atte", "blp")
+_PLANNED: dict[str, str] = {}  # estimand -> why it is not available yet
 EXTREME_SHARE = 0.05  # a task with more propensities at or beyond the bounds is flagged
 
 
@@ -59,6 +61,8 @@ def estimate_tasks(
     backend: str = "joblib",
     progress: Callable[[int, int], None] | None = None,
     client: Any = None,
+    modifiers: Sequence[str] | Mapping[str, float] | None = None,
+    nuisance: str = "task",
 ) -> TaskEstimates:
     """Per-task double/debiased ML estimates: one DoubleML fit per task.
 
@@ -77,9 +81,10 @@ def estimate_tasks(
         Treatment column: 0/1 (or bool) for ``ate``/``atte``; any numeric for ``plr``.
     covariates : sequence of str, optional
         Adjustment covariates (numeric or bool). Default: every other column.
-    estimand : {"ate", "atte", "plr"}
-        Average treatment effect (IRM/AIPW score), effect on the treated (``ATTE`` score), or
-        the partially linear coefficient. (``"blp"`` is planned.)
+    estimand : {"ate", "atte", "plr", "blp"}
+        Average treatment effect (IRM/AIPW score), effect on the treated (``ATTE`` score),
+        the partially linear coefficient, or ``blp``: the best linear predictor of the CATE on
+        ``modifiers`` (vector θ = [intercept, slopes]; see :mod:`bayesfuse.stage1.blp`).
     learner : str, estimator or mapping
         ``"gbm"``, ``"rf"``, ``"lasso"``, ``"linear"``, any scikit-learn estimator, or
         ``{"outcome": ..., "propensity": ...}``; see
@@ -109,22 +114,48 @@ def estimate_tasks(
         ``progress(done, total)`` after each finished task (``total`` = number of tasks).
     client : dask.distributed.Client, optional
         The cluster to use with ``backend="dask"``.
+    modifiers : sequence of str or mapping str -> float, optional
+        For ``estimand="blp"`` (required there, refused otherwise): the effect modifiers,
+        numeric covariates the CATE is projected on. A list is centred at the modifiers' mean
+        over all rows of ``df`` (pooled across tasks, the same centre for every task); a
+        mapping ``{column: centre}`` gives the centres. The ``"intercept"`` is the CATE's
+        best linear predictor at the centre; ``meta["blp_center"]`` records it.
+    nuisance : {"task", "shared"}, default "task"
+        ``"task"``: one DoubleML fit per task. ``"shared"``: the outcome and propensity
+        models are fitted once on the rows of all tasks, with one-hot task indicators and
+        task × covariate interactions as extra features, cross-fitted with folds stratified
+        within task (fold f of every task held out together); each task's θ̂ₖ and Vₖ come from
+        its own out-of-fold scores (see :mod:`bayesfuse.stage1.shared`). ``ate``, ``atte``
+        and ``plr``; joblib only; ``meta["nuisance"] = "shared"``.
+
+        When to use it: many small tasks whose outcome and propensity functions are alike,
+        with all rows in one place — the pooled fit learns the nuisances better than each
+        task alone, which removes part of θ̂ₖ's error and improves interval coverage (9–20%
+        lower MSE with 20 tasks of 200 rows, 5 or 3 folds, in
+        ``benchmarks/results/shared_nuisance.md``: it removes only the error that comes from
+        learning the nuisances); with unlike functions a penalised
+        learner (``"lasso"``) keeps the task-specific parts and loses nothing there. Never
+        across sites that cannot share rows (use per-site summaries, ``bayesfuse site``);
+        prefer ``"task"`` when tasks are large (each learns its own nuisances well) or when
+        the pooled design (N × (p + K + p·K)) is too big.
 
     Returns
     -------
     TaskEstimates
         θ̂ of shape (K, p) and V of shape (K, p, p) of the K tasks that could be estimated,
-        ``n`` (rows per task), ``params`` (``["theta"]``, or the outcome names),
-        ``estimand``; ``flags`` (columns ``task, status, reason``) lists the excluded and
-        warned tasks; ``meta`` holds the learners, folds, seed, versions and, for a binary
-        treatment, ``meta["arms"] = {task: [n_treated, n_control]}`` for every task.
+        ``n`` (rows per task), ``params`` (``["theta"]``, the outcome names, or for ``blp``
+        ``["intercept", *modifiers]``), ``estimand``; ``flags`` (columns ``task, status,
+        reason``) lists the excluded and warned tasks; ``meta`` holds the learners, folds,
+        seed, versions and, for a binary treatment, ``meta["arms"] = {task: [n_treated,
+        n_control]}`` for every task (and ``meta["blp_center"]`` for ``blp``).
 
     Raises
     ------
     DataError
         Bad input (missing or non-numeric columns, missing values, a non-binary treatment for
-        ``ate``/``atte``, unknown estimand / learner / backend, ``folds`` < 2), or fewer than
-        2 tasks left after the guards.
+        ``ate``/``atte``/``blp``, unknown estimand / learner / backend, ``folds`` < 2, ``blp``
+        without modifiers or modifiers with another estimand), or fewer than 2 tasks left
+        after the guards.
 
     Warns
     -----
@@ -140,7 +171,8 @@ def estimate_tasks(
     """
     results, flags, meta, outcomes = stage1_results(
         df, task, outcome, treatment, covariates, estimand, learner, folds, n_jobs, seed,
-        min_n, min_arm, propensity_bounds, trimming_threshold, backend, progress, client)
+        min_n, min_arm, propensity_bounds, trimming_threshold, backend, progress, client,
+        modifiers=modifiers, nuisance=nuisance)
     if len(flags):
         n_out = int((flags["status"] == "excluded").sum())
         warnings.warn(
@@ -158,7 +190,7 @@ def estimate_tasks(
         np.array([r["covariance"] for r in kept], dtype=float),
         n=np.array([r["n"] for r in kept], dtype=float),
         covariates=None,
-        params=["theta"] if len(outcomes) == 1 else outcomes,
+        params=_params(outcomes, meta),
         estimand=estimand,
         flags=flags,
         meta=meta,
@@ -170,16 +202,19 @@ def stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], tr
                     n_jobs: int, seed: int, min_n: int, min_arm: int,
                     propensity_bounds: tuple[float, float], trimming_threshold: float,
                     backend: str, progress: Callable[[int, int], None] | None, client: Any,
+                    modifiers: Sequence[str] | Mapping[str, float] | None = None,
+                    nuisance: str = "task",
                     ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any], list[str]]:
     """Validate, fit every task and describe the run, without the K >= 2 requirement.
 
     Returns the per-task results of :func:`_fit_one_task` (task order), the ``flags`` table,
     the provenance ``meta`` and the outcome names. :func:`estimate_tasks` builds its
     ``TaskEstimates`` from them; :func:`bayesfuse.stage1.site.site_summary` writes one site's
-    summary.
+    summary. For ``blp``, ``meta["blp_center"]`` holds the modifiers' centres.
     """
     binary = check_options(estimand, folds, n_jobs, min_n, min_arm, propensity_bounds,
                             trimming_threshold, backend, client)
+    _check_nuisance(nuisance, estimand, backend)
     outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
     if not outcomes or len(set(outcomes)) != len(outcomes):
         raise DataError(f"outcome must be a column name or a list of distinct names; got "
@@ -187,6 +222,7 @@ def stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], tr
     covariates = check_columns(df, task, outcomes, treatment, covariates)
     if binary:
         check_binary(df[treatment], treatment, estimand)
+    centres = blp.resolve_modifiers(df, modifiers, estimand, outcomes, covariates)
     # fail early (and once) on an unknown alias or an unusable estimator
     learners = {"outcome": resolve_learner(learner, "regressor", seed),
                 "propensity": resolve_learner(learner, "classifier" if binary else "regressor",
@@ -194,7 +230,14 @@ def stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], tr
 
     payloads = _payloads(df, task, outcomes, treatment, covariates, estimand, learner, folds,
                          seed, min_n, min_arm, propensity_bounds, trimming_threshold)
-    if backend == "dask":
+    if centres is not None:
+        for payload in payloads:
+            payload["blp_center"] = centres
+    if nuisance == "shared":
+        from bayesfuse.stage1.shared import fit_shared
+
+        results = fit_shared(payloads, seed, n_jobs, progress)
+    elif backend == "dask":
         results = _run_dask(payloads, client, progress)
     else:
         results = _run_joblib(payloads, n_jobs, progress)
@@ -207,10 +250,33 @@ def stage1_results(df: pd.DataFrame, task: str, outcome: str | Sequence[str], tr
     }
     if binary:
         meta["arms"] = {r["task"]: r["arms"] for r in results}
+    if centres is not None:
+        meta["blp_center"] = dict(centres)
+    if nuisance == "shared":
+        meta["nuisance"] = "shared"
     return results, flags, meta, outcomes
 
 
+def _params(outcomes: list[str], meta: dict[str, Any]) -> list[str]:
+    """Parameter names: ``["theta"]``, the outcome names, or the ``blp`` basis names."""
+    if "blp_center" in meta:
+        return blp.blp_params(meta["blp_center"])
+    return ["theta"] if len(outcomes) == 1 else list(outcomes)
+
+
 # ---------------------------------------------------------------------- validation
+def _check_nuisance(nuisance: Any, estimand: str, backend: str) -> None:
+    if nuisance not in NUISANCE:
+        raise DataError(f"Unknown nuisance {nuisance!r}. Valid values: "
+                        f"{', '.join(NUISANCE)}.")
+    if nuisance == "shared" and estimand not in ("ate", "atte", "plr"):
+        raise DataError(f"nuisance='shared' supports the estimands ate, atte and plr; got "
+                        f"'{estimand}'. Use nuisance='task'.")
+    if nuisance == "shared" and backend != "joblib":
+        raise DataError("nuisance='shared' fits one model on all rows on this machine; use "
+                        "backend='joblib' (or nuisance='task' for per-task fits on dask).")
+
+
 def check_options(estimand: str, folds: Any, n_jobs: Any, min_n: Any, min_arm: Any,
                    bounds: Any, trimming: Any, backend: str, client: Any) -> bool:
     """Validate the scalar options; returns whether the estimand needs a 0/1 treatment."""
@@ -494,7 +560,7 @@ def _trimming(threshold: float) -> dict[str, Any]:
 # estimand -> fitter(rows, payload) -> {"estimate": (p,), "covariance": (p, p),
 #                                       "propensity": (n,) or None}
 _FITTERS: dict[str, Callable[[pd.DataFrame, dict[str, Any]], dict[str, Any]]] = {
-    "ate": _fit_effects, "atte": _fit_effects, "plr": _fit_effects,
+    "ate": _fit_effects, "atte": _fit_effects, "plr": _fit_effects, "blp": blp.fit_blp,
 }
 
 

@@ -184,6 +184,7 @@ def site_summary(
     task: str | None = None,
     task_id: Any = None,
     estimand: str = "ate",
+    modifiers: Mapping[str, float] | None = None,
     learner: Any = "gbm",
     folds: int = 5,
     seed: int = 0,
@@ -208,6 +209,12 @@ def site_summary(
         As in :func:`bayesfuse.estimate_tasks`. Each task's fit is seeded from
         (``seed``, task id), so a site's summary equals the same task's row of a pooled
         ``estimate_tasks`` run.
+    modifiers : mapping str -> float, optional
+        For ``estimand="blp"``: ``{column: centre}``, the effect modifiers and the point the
+        intercept refers to (see :mod:`bayesfuse.stage1.blp`). Sites must agree on the
+        centres (a site cannot see the pooled mean that a list would use in
+        :func:`bayesfuse.estimate_tasks`); with the same mapping, a site's summary equals the
+        task's row of ``estimate_tasks``.
     task : str, optional
         Column with the task id, for a site holding several tasks.
     task_id : str, optional
@@ -271,6 +278,10 @@ def site_summary(
     use_dp = any(v is not None for v in (dp_epsilon, dp_delta, dp_sensitivity))
     if use_dp:
         epsilon, delta, sensitivity = dp_module.check_dp(dp_epsilon, dp_delta, dp_sensitivity)
+    if modifiers is not None and not isinstance(modifiers, Mapping):
+        raise DataError("site_summary needs modifiers as {column: centre} with centres agreed "
+                        "by all sites (e.g. {'age': 50.0}): a site cannot see the pooled mean "
+                        f"that a list of names is centred at; got {modifiers!r}.")
     _check_cells(frame, task_col, treatment, binary, min_n)
     labels = list(dict.fromkeys(frame[task_col].map(task_label)))
     zs = _task_covariates(frame, task_col, labels, task_covariates)
@@ -279,7 +290,7 @@ def site_summary(
     results, flags, meta, outcomes = stage1.stage1_results(
         frame, task_col, outcome, treatment, columns, estimand, learner, folds,
         1 if len(labels) == 1 else n_jobs, seed,  # one task: no worker processes
-        min_n, 1, (0.01, 0.99), 0.01, "joblib", None, None)
+        min_n, 1, (0.01, 0.99), 0.01, "joblib", None, None, modifiers=modifiers)
     failed = [r for r in results if "excluded" in r]
     if failed:
         raise SiteError(f"Task '{failed[0]['task']}' could not be estimated "
@@ -291,7 +302,7 @@ def site_summary(
         estimate = np.asarray(r["estimate"], dtype=float)
         entry: dict[str, Any] = {
             "task": r["task"], "estimand": estimand,
-            "params": ["theta"] if len(outcomes) == 1 else list(outcomes),
+            "params": stage1._params(outcomes, meta),
             "n": int(r["n"]),
         }
         if binary:

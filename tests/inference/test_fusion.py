@@ -221,8 +221,9 @@ def test_default_priors_scale_with_data(eight_schools):
 @pytest.mark.parametrize("chain_method", ["parallel", "sequential", "vectorized"])
 def test_refit_reuses_the_compiled_sampler_and_matches_a_fresh_fit(eight_schools,
                                                                    chain_method):
-    """New data of the same shapes: nothing sizeable is compiled again (JAX's compile log),
-    and the draws equal those of a fit compiled from scratch."""
+    """New data of the same shapes, or fewer tasks in the same size bucket (padded to it):
+    nothing sizeable is compiled again (JAX's compile log), and the draws equal those of a
+    fit compiled from scratch."""
     import logging
 
     from bayesfuse.inference import nuts as sampler
@@ -233,7 +234,10 @@ def test_refit_reuses_the_compiled_sampler_and_matches_a_fresh_fit(eight_schools
     shifted = TaskEstimates(eight_schools.tasks, eight_schools.estimates[:, 0] + 3.0,
                             eight_schools.covariances)
     smaller = TaskEstimates(eight_schools.tasks[:7], eight_schools.estimates[:7, 0],
-                            eight_schools.covariances[:7])
+                            eight_schools.covariances[:7])  # padded to 8 tasks
+    larger = TaskEstimates(eight_schools.tasks + ["I"],  # 9 tasks: padded to 10
+                           np.append(eight_schools.estimates[:, 0], 5.0),
+                           np.append(eight_schools.covariances[:, 0, 0], 100.0))
     settings = dict(chains=4, warmup=200, draws=200, chain_method=chain_method, warn=False)
     sampler.clear_cache()
     bf.fuse(eight_schools, priors=priors, seed=3, **settings)
@@ -248,12 +252,16 @@ def test_refit_reuses_the_compiled_sampler_and_matches_a_fresh_fit(eight_schools
             refit = bf.fuse(shifted, priors=priors, seed=4, **settings)
             n_refit = sum("Compiling" in m for m in messages)
             messages.clear()
+            bf.fuse(smaller, priors=priors, seed=4, **settings)
+            n_smaller = sum("Compiling" in m for m in messages)
+            messages.clear()
             if chain_method == "sequential":  # the log does see compilations (once suffices)
-                bf.fuse(smaller, priors=priors, seed=4, **settings)  # new shapes: compiles
+                bf.fuse(larger, priors=priors, seed=4, **settings)  # another bucket: compiles
                 assert sum("Compiling" in m for m in messages) >= 3
     finally:
         logger.removeHandler(handler)
     assert n_refit <= 1, n_refit
+    assert n_smaller <= 1, n_smaller
     sampler.clear_cache()
     fresh = bf.fuse(shifted, priors=priors, seed=4, **settings)
     for name in ("mu", "tau", "theta"):

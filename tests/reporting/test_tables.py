@@ -90,3 +90,19 @@ def test_bad_options_are_named():
     with pytest.raises(ReportError, match="DataFrame"):
         format_table([1, 2], "markdown")
     assert bf.tables.FORMATS == ("dataframe", "csv", "markdown", "latex", "html")
+
+
+def test_borrowing_columns_follow_the_summary():
+    """``borrowing=True`` adds how much each task borrows; effective n only with nₖ."""
+    fit = exact_fit()  # eight schools: no sample sizes
+    table = results_table(fit, borrowing=True, diagnostics=True)
+    assert list(table.columns[8:]) == ["shrinkage", "variance_reduction", "r_hat", "ess_bulk",
+                                       "ess_tail"]
+    summary = fit.summary()
+    np.testing.assert_allclose(table["variance_reduction"], 1 - summary["sd"] ** 2
+                               / summary["se"] ** 2, rtol=1e-12)
+    text = results_table(fit, fmt="markdown", borrowing=True, digits=2).splitlines()
+    assert text[0].endswith("| Shrinkage | Variance reduction |")
+    # effective n and n gained are counts: whole numbers in text and rounded tables
+    frame = pd.DataFrame({"task": ["a"], "effective_n": [123.456], "n_gained": [23.456]})
+    assert format_table(frame, "markdown").splitlines()[2] == "| a | 123 | 23 |"

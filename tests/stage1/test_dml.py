@@ -213,7 +213,7 @@ def test_too_few_tasks_left_is_an_error():
         (lambda df: df.assign(x2=df["x2"].where(df.index > 5)), {}, "'x2' has 6 missing value"),
         (lambda df: df.assign(d=df["d"] * 2), {}, "must be 0/1 for estimand 'ate'"),
         (None, dict(estimand="late"), "Unknown estimand 'late'. Valid estimands: ate, atte"),
-        (None, dict(estimand="blp"), "not available yet"),
+        (None, dict(estimand="blp"), "needs modifiers"),
         (None, dict(learner="xgb"), "Unknown learner 'xgb'. Valid aliases: gbm, rf, lasso"),
         (None, dict(folds=1), "folds must be an integer >= 2"),
         (None, dict(covariates=["x1", "d"]), "also the task, outcome or treatment"),

@@ -52,6 +52,16 @@ class BaselineFrame(pd.DataFrame):
     -----
     Concatenating several of these frames (``pd.concat([reml, dl])``) works; the attributes
     are kept only when all the inputs carry the same ones.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> reml = bf.baselines.random_effects(est, method="reml")
+    >>> isinstance(reml, bf.baselines.BaselineFrame)
+    True
+    >>> reml.per_task.shape                           # the BLUPs, one row per task
+    (8, 7)
     """
 
     _metadata = ["per_task", "centers"]

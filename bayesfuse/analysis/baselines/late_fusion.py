@@ -306,7 +306,7 @@ def late_fusion(
     ‖θ̂ₖ − γ‖/σₖ ≤ C√p, i.e. a task is fused iff its standardized distance to the centre is at
     most C√p. The default C = √(χ²_{p, fuse_prob}/p) therefore fuses a task whose true θₖ
     equals the centre with probability ≈ ``fuse_prob`` (0.9), ignoring the estimation of γ:
-    for p = 1, C = 1.645 and task k is fused iff |θ̂ₖ − γ| ≤ 1.645·seₖ. For non-spherical
+    for p = 1, C = 1.645 and task k is fused iff abs(θ̂ₖ − γ) ≤ 1.645·seₖ. For non-spherical
     Vₖ this calibration is approximate. A task that is not fused moves towards its centre by
     exactly Vₖ·(λₖ S⁻¹uₖ) (uₖ the unit direction), so by at most λₖ‖Vₖ S⁻¹‖ -- for p = 1,
     exactly C·seₖ: the aggregation is robust to outlying tasks.
@@ -317,7 +317,7 @@ def late_fusion(
     (Huber-like) function of γ. For p = 1 its minimiser is found exactly (its derivative is
     piecewise linear); for p > 1 by damped Newton / iteratively reweighted steps (whose fixed
     point is the GLS γ = (Σ Mₖ)⁻¹ Σ Mₖ θ̂ₖ with Mₖ = (Ṽₖ + (rₖ/λₖ)I)⁻¹, a random-effects-like
-    weighting) to |Δγ| ≤ ``tol``. This avoids the stall of naive alternation between θ and
+    weighting) to abs(Δγ) ≤ ``tol``. This avoids the stall of naive alternation between θ and
     γ, where the fused tasks (θₖ = γ) pin γ where it is.
     With ``clusters = m > 1`` tasks are assigned to the centre that minimises their
     profiled objective and centres are refitted, k-means style, from several starts

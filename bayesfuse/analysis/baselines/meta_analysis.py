@@ -64,6 +64,13 @@ def no_pooling(est: TaskEstimates, ci_prob: float = 0.95) -> BaselineFrame:
     -------
     BaselineFrame
         K·p rows (task-major), columns ``task, param, estimate, se, ci_low, ci_high``.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> table = bf.baselines.no_pooling(est)          # 8 rows: one per (task, param)
+    >>> table[["task", "estimate", "ci_low", "ci_high"]]   # doctest: +SKIP
     """
     est = check_estimates(est)
     crit = critical_value(ci_prob)
@@ -120,6 +127,13 @@ def fixed_effect(est: TaskEstimates, ci_prob: float = 0.95) -> BaselineFrame:
         ``attrs`` holds ``cov`` (the p×p covariance of the estimate, nested lists) and the
         multivariate heterogeneity statistic ``q_total`` = Σₖ (θ̂ₖ − θ̂)ᵀVₖ⁻¹(θ̂ₖ − θ̂) with
         ``q_total_df`` = (K − 1)·p.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> pooled = bf.baselines.fixed_effect(est)       # one row per parameter
+    >>> pooled[["param", "estimate", "se"]]           # doctest: +SKIP
     """
     est = check_estimates(est)
     crit = critical_value(ci_prob)
@@ -229,7 +243,7 @@ def _tau2_reml(
 
     Starts from the Hedges (HE) estimate, updates τ² ← τ² + (yᵀPPy − tr P)/tr(PP), projects
     onto τ² ≥ 0 and halves a step that lowers the restricted likelihood. Stops when every
-    |Δτ²| ≤ tol·median(vₖ).
+    abs(Δτ²) ≤ tol·median(vₖ).
 
     Returns
     -------
@@ -372,7 +386,7 @@ def random_effects(
     est : TaskEstimates
         K ≥ 2 tasks, p parameters.
     method : {"reml", "dl"}, default "reml"
-        τ² estimator: restricted maximum likelihood (Fisher scoring to |Δτ²| ≤ 1e-10·median vₖ,
+        τ² estimator: restricted maximum likelihood (Fisher scoring to abs(Δτ²) ≤ 1e-10·median vₖ,
         τ² ≥ 0) or DerSimonian–Laird (method of moments, truncated at 0).
     ci_prob : float, default 0.95
         Coverage of the intervals (of μ and of the BLUPs).
@@ -489,6 +503,17 @@ def meta_regression(
     EstimatesError
         If the estimates have no covariates, a named covariate is unknown, or the design
         matrix is rank deficient (e.g. a constant covariate).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> import bayesfuse as bf
+    >>> frame = pd.DataFrame({"task": list("abcdef"), "estimate": [0.1, 0.3, 0.2, 0.6, 0.5, 0.8],
+    ...                       "se": [0.1] * 6, "dose": [1.0, 2.0, 1.5, 3.0, 2.5, 4.0]})
+    >>> est = bf.TaskEstimates.from_frame(frame, covariates=["dose"])
+    >>> table = bf.baselines.meta_regression(est, method="reml")   # rows: coefficients
+    >>> blups = table.per_task                                     # per-task predictions
     """
     est = check_estimates(est)
     method = _check_method(method)

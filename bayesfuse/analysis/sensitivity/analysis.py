@@ -65,6 +65,15 @@ class SensitivityResult:
         Warnings met on the way (high Pareto k, failed refits).
     info : dict
         Model, K, settings, timings.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> result = bf.sensitivity.sensitivity_analysis(fit, draws=500)       # doctest: +SKIP
+    >>> result.power_scaling[["variable", "prior_sensitivity", "diagnosis"]]  # doctest: +SKIP
+    >>> result.flagged                                  # what needs a look  # doctest: +SKIP
     """
 
     power_scaling: pd.DataFrame
@@ -90,6 +99,11 @@ class SensitivityResult:
         """Matplotlib figures of the analyses, by name (closed by the caller).
 
         Drawn by :func:`bayesfuse.reporting.figures.sensitivity.sensitivity_figures`.
+
+        Examples
+        --------
+        >>> figures = result.figures()                      # doctest: +SKIP
+        >>> figures["power_sequence"].savefig("power.png")  # doctest: +SKIP
         """
         from bayesfuse.reporting.figures.sensitivity import sensitivity_figures
 
@@ -99,6 +113,10 @@ class SensitivityResult:
         """Write the self-contained HTML report (see :func:`sensitivity_report`).
 
         Written by :func:`bayesfuse.reporting.sensitivity_page.write_sensitivity_page`.
+
+        Examples
+        --------
+        >>> result.to_html("sensitivity.html")              # doctest: +SKIP
         """
         from bayesfuse.reporting.sensitivity_page import write_sensitivity_page
 
@@ -143,6 +161,15 @@ def sensitivity_analysis(
     Returns
     -------
     SensitivityResult
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> result = bf.sensitivity.sensitivity_analysis(
+    ...     fit, sweep={"tau": ["halfnormal(5)", "halfcauchy(5)"]}, draws=500)  # doctest: +SKIP
+    >>> result.inflation                                # doctest: +SKIP
     """
     check_fit(fit)
     ci_prob = check_probability(ci_prob)
@@ -215,6 +242,13 @@ def sensitivity_report(
     Returns
     -------
     SensitivityResult
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> result = bf.sensitivity.sensitivity_report(fit, "sensitivity.html")  # doctest: +SKIP
     """
     target = Path(path)
     if target.exists() and not force:

@@ -151,6 +151,14 @@ def log_prior_draws(fit: Any, blocks: Sequence[str] | None = None) -> np.ndarray
     Returns
     -------
     ndarray of shape (chain·draw,)
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> logp = bf.sensitivity.log_prior_draws(fit, blocks=["tau"])   # doctest: +SKIP
+    >>> logp.shape                                      # (chain·draw,)  # doctest: +SKIP
     """
     check_fit(fit)
     post = fit.idata.posterior
@@ -203,6 +211,13 @@ def log_likelihood_draws(fit: Any) -> np.ndarray:
     Returns
     -------
     ndarray of shape (chain·draw,)
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> loglik = bf.sensitivity.log_likelihood_draws(fit)  # (chain·draw,)  # doctest: +SKIP
     """
     check_fit(fit)
     loglik = fit.idata.log_likelihood["theta_hat"].transpose("chain", "draw", "task").values
@@ -265,6 +280,14 @@ def powerscale_weights(fit: Any, alpha: float | Sequence[float], component: str 
         Normalised weights, one row per α (in draw order chain-major).
     pareto_k : ndarray of shape (m,)
         Pareto k of each set of weights (> 0.7: unreliable).
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> weights, pareto_k = bf.sensitivity.powerscale_weights(fit, [0.8, 1.25])  # doctest: +SKIP
+    >>> weights.shape                                   # (2, chain·draw)  # doctest: +SKIP
     """
     alphas = np.atleast_1d(np.asarray(alpha, dtype=float))
     if alphas.ndim != 1 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
@@ -322,6 +345,15 @@ def cjs_distance(draws: np.ndarray, weights: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of shape (Q,) (a float for 1-D ``draws``)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bayesfuse as bf
+    >>> draws = np.random.default_rng(0).normal(size=(4000, 2))      # N draws of Q = 2 quantities
+    >>> distance = bf.sensitivity.cjs_distance(draws, np.ones(4000))  # same weights
+    >>> bool(np.allclose(distance, 0.0, atol=1e-6))                  # shape (2,), no change
+    True
     """
     x = np.asarray(draws, dtype=float)
     scalar = x.ndim == 1
@@ -460,6 +492,14 @@ def power_scaling_sequence(
     DataFrame
         Long table with columns ``component, alpha, variable, mean, sd, pareto_k``
         (len(components)·len(alphas)·Q rows).
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> seq = bf.sensitivity.power_scaling_sequence(fit, alphas=(0.5, 1.0, 2.0))  # doctest: +SKIP
+    >>> seq[seq["variable"] == "tau"]                   # doctest: +SKIP
     """
     check_fit(fit)
     theta = variables is not None or not fit.hyperparameters

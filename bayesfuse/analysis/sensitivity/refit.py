@@ -192,6 +192,14 @@ def prior_sweep(
         changed priors), then the columns of the key quantities: ``kind`` (``"theta"`` /
         ``"hyper"``), ``variable, task, param, mean, sd, eti_low, eti_high, r_hat,
         diagnostics_ok``; and ``seconds`` (refit time).
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> grid = {"tau": ["halfnormal(5)", "halfcauchy(5)", "exponential(0.2)"]}
+    >>> table = bf.sensitivity.prior_sweep(fit, grid, draws=500)  # doctest: +SKIP
     """
     ci_prob = check_probability(ci_prob)
     if not isinstance(grid, Mapping) or not grid:
@@ -314,6 +322,14 @@ def loo_influence(
         change of a hyperparameter mean or another task's fused mean, in units of its
         posterior sd), ``rank`` (1 = most influential). ``attrs["detail"]`` holds the long
         table ``left_out, variable, mean, loo_mean, delta, delta_sd, method``.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> influence = bf.sensitivity.loo_influence(fit)   # one row per task  # doctest: +SKIP
+    >>> influence.sort_values("pareto_k").tail(3)        # doctest: +SKIP
     """
     check_fit(fit)
     if len(fit.tasks) < 3:
@@ -412,6 +428,13 @@ def inflation(
     DataFrame
         Long table: ``factor`` then the key quantity columns (``kind, variable, task,
         param, mean, sd, eti_low, eti_high, r_hat, diagnostics_ok``) and ``seconds``.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> table = bf.sensitivity.inflation(fit, (1, 2, 4), draws=500)   # doctest: +SKIP
     """
     check_fit(fit)
     ci_prob = check_probability(ci_prob)
@@ -457,6 +480,14 @@ def compare_families(
         :func:`bayesfuse.compare`'s table (``rank, elpd_loo, p_loo, elpd_diff, weight``
         (stacking), ``se, dse, warning``), best first. ``attrs["skipped"]`` maps the
         families that could not be fitted to the reason.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> table = bf.sensitivity.compare_families(fit, ("pooled", "independent"))  # doctest: +SKIP
+    >>> table["weight"]                                  # stacking weights  # doctest: +SKIP
     """
     from bayesfuse.result import compare
 

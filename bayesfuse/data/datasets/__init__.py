@@ -48,6 +48,13 @@ def load_star() -> pd.DataFrame:
     size study. Krueger, A. B. (1999). Experimental estimates of education production
     functions. QJE 114(2), 497-532. Kleiber, C. & Zeileis, A. (2008). Applied Econometrics
     with R (package AER, data STAR).
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> star = bf.datasets.load_star()
+    >>> star.shape
+    (11598, 48)
     """
     source = resources.files("bayesfuse.data.datasets") / "data" / "star.csv.gz"
     with resources.as_file(source) as path:
@@ -91,6 +98,13 @@ def star_analysis_frame(grade: str = "k", outcome: str = "score") -> pd.DataFram
         by the control group), and student covariates ``girl``, ``minority`` (not
         Caucasian), ``free_lunch``, ``free_lunch_missing``, ``age`` (years on 1985-09-01,
         median-imputed), ``age_missing``.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> star = bf.datasets.star_analysis_frame("k")     # kindergarten, one row per pupil
+    >>> est = bf.estimate_tasks(star, task="school", outcome="score", treatment="treatment",
+    ...                         covariates=bf.datasets.STAR_COVARIATES)   # doctest: +SKIP
     """
     grade = str(grade).lower()
     check_choice(grade, "grade", GRADES)
@@ -142,6 +156,13 @@ def star_vector_frame(grades: tuple[str, ...] | list[str] = ("k",)) -> pd.DataFr
         sd of the regular-class students), and the covariates of
         :func:`star_analysis_frame` (measured at kindergarten entry). The outcome names
         are in ``frame.attrs["outcomes"]``.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> frame = bf.datasets.star_vector_frame(("k",))   # reading and maths: vector θ
+    >>> est = bf.estimate_tasks(frame, task="school", outcome=["read_k", "math_k"],
+    ...                         treatment="treatment")  # doctest: +SKIP
     """
     grades = [str(g).lower() for g in grades]
     bad = [g for g in grades if g not in GRADES]

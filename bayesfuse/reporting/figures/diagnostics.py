@@ -38,6 +38,14 @@ def trace(fit: Any, var_names: Sequence[str] | None = None, kind: str = "rank_ba
     Returns
     -------
     ndarray of Axes of shape (n, 2)
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> axes = bf.plot.trace(fit)                       # rows: hyperparameters  # doctest: +SKIP
+    >>> axes[0, 0].figure.savefig("trace.png")          # doctest: +SKIP
     """
     from bayesfuse._arviz import az
 
@@ -69,6 +77,13 @@ def energy(fit: Any, ax: Any = None) -> Any:
     Returns
     -------
     Axes
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> ax = bf.plot.energy(fit)                        # doctest: +SKIP
     """
     from bayesfuse._arviz import az
 
@@ -104,6 +119,13 @@ def pair(fit: Any, var_names: Sequence[str] | None = None, divergences: bool = T
     Returns
     -------
     Axes, or ndarray of Axes
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> axes = bf.plot.pair(fit, var_names=["mu", "tau"])   # doctest: +SKIP
     """
     from bayesfuse._arviz import az
 

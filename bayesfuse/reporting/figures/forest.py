@@ -58,6 +58,14 @@ def forest(fit: Any, ci_prob: float = 0.95, sort: bool = True, interval: str = "
     Returns
     -------
     Axes, or ndarray of Axes of shape (p,)
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> ax = bf.plot.forest(fit, ci_prob=0.9, interval="hdi")   # doctest: +SKIP
+    >>> ax.figure.savefig("forest.pdf")                 # doctest: +SKIP
     """
     fit = check_fit(fit, "forest", NEEDS)
     ci_prob = check_probability(ci_prob)

@@ -50,6 +50,13 @@ def prior_posterior(fit: Any, var_names: Sequence[str] | None = None, max_panels
     Returns
     -------
     Axes, or ndarray of Axes of shape (n_panels,)
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> axes = bf.plot.prior_posterior(fit)   # a panel per hyperparameter  # doctest: +SKIP
     """
     from bayesfuse._arviz import az
 

@@ -52,10 +52,8 @@ def sensitivity_figures(result: Any) -> dict[str, Any]:
 
 
 def _pyplot() -> Any:
-    """``matplotlib.pyplot``, with the non-interactive Agg backend unless one is chosen."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    """``matplotlib.pyplot`` with the backend the user has (matplotlib falls back to Agg
+    without a display; forcing Agg here would switch a notebook off its inline figures)."""
     import matplotlib.pyplot as plt
 
     return plt

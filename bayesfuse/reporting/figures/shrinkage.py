@@ -47,6 +47,13 @@ def shrinkage(fit: Any, params: str | Sequence[str] | None = None, labels: bool 
     Returns
     -------
     Axes, or ndarray of Axes of shape (p,)
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> ax = bf.plot.shrinkage(fit)                     # doctest: +SKIP
     """
     fit = check_fit(fit, "shrinkage", NEEDS)
     chosen = select_params(fit, params)

@@ -38,6 +38,14 @@ def task_order(fit: Any, order: str = "auto") -> list[str]:
     -------
     list of str
         The K task ids in plotting order.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> order = bf.plot.task_order(fit)                 # K task ids  # doctest: +SKIP
+    >>> fit.similarity().loc[order, order]              # doctest: +SKIP
     """
     _check_order(order)
     frame = similarity_frame(fit, "task_order")
@@ -100,6 +108,13 @@ def similarity(fit: Any, order: str = "auto", annotate: bool | None = None,
     -------
     Axes
         The heatmap's ``AxesImage`` is ``ax.images[0]``; the tick labels give the order.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> ax = bf.plot.similarity(fit, order="hierarchical")   # doctest: +SKIP
     """
     _check_order(order)
     frame = similarity_frame(fit, "similarity")

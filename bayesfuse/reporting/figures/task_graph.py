@@ -57,6 +57,13 @@ def task_graph(fit: Any, threshold: float | None = None, layout: str = "circle",
     Axes
         Edges are the ``LineCollection`` ``ax.collections[0]`` (one segment per edge),
         nodes the ``PathCollection`` ``ax.collections[1]``.
+
+    Examples
+    --------
+    >>> import bayesfuse as bf
+    >>> est = bf.TaskEstimates.from_frame(bf.datasets.load_eight_schools())
+    >>> fit = bf.fuse(est, model="exchangeable", seed=0)                   # doctest: +SKIP
+    >>> ax = bf.plot.task_graph(fit, threshold=0.2)     # doctest: +SKIP
     """
     from matplotlib.collections import LineCollection
     from matplotlib.colors import to_rgba
