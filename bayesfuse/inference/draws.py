@@ -65,11 +65,15 @@ def postprocess_batch(family: Family, data: Mapping[str, Any], total: int) -> in
 
 
 #: XLA options for programs that run once and briefly: compile time dominates them. On large
-#: fits the slower run outweighs the quicker compile, so the per-draw map compiles this way
-#: only for small fits (measurements: benchmarks/results/design_measurements.md).
+#: fits the slower run outweighs the quicker compile, so the per-draw map and the prior draws
+#: compile this way only for small fits (measurements:
+#: benchmarks/results/design_measurements.md). Since compiled programs persist across
+#: processes (bayesfuse.inference.runtime), the bound is low: at K = 2,000 × 4,000 draws the
+#: optimised per-draw map runs in 0.7 s against 2.7–3.0 s (benchmarks/results/speed.md).
 QUICK_COMPILE = {"xla_backend_optimization_level": 0}
-#: the per-draw map compiles with QUICK_COMPILE up to this many task elements × draws
-QUICK_COMPILE_MAX_WORK = 10_000_000
+#: the per-draw map and prior draws compile with QUICK_COMPILE up to this many task
+#: elements × draws
+QUICK_COMPILE_MAX_WORK = 1_000_000
 
 
 def postprocess_fn(family: Family, collapsed: bool, data: Mapping[str, Any], total: int,
@@ -161,7 +165,8 @@ def prior_draws(family: Family, data: Mapping[str, np.ndarray], key: jax.Array,
         def draw_fn(key, inputs):  # the priors' numbers are inputs (see nuts._compiled)
             return Predictive(model, num_samples=n)(key, theta_hat=None, **inputs)
 
-        draw_fn = jax.jit(draw_fn, compiler_options=QUICK_COMPILE)
+        quick = np.size(data["theta_hat"]) * n <= QUICK_COMPILE_MAX_WORK
+        draw_fn = jax.jit(draw_fn, compiler_options=QUICK_COMPILE if quick else None)
         if cache is not None:
             cache[cache_key] = draw_fn
     inputs = {k: v for k, v in data.items() if k != "theta_hat"}
