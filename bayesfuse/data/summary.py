@@ -73,7 +73,7 @@ TASK_FIELDS = {
 }
 #: provenance fields (top level): all optional
 PROVENANCE_FIELDS = ("learner", "learners", "folds", "seed", "min_n", "versions",
-                     "created_at", "dp")
+                     "created_at", "dp", "blp_center")
 
 
 class _Refused(Exception):
@@ -289,6 +289,17 @@ def _provenance(document: Mapping[str, Any], where: str) -> dict[str, Any]:
                            for k, v in versions.items()}
     if document.get("created_at") is not None:
         out["created_at"] = _text(document["created_at"], f"{where}: 'created_at'", 64)
+    if document.get("blp_center") is not None:
+        centre = _object(document["blp_center"], f"{where}: 'blp_center'")
+        if not centre or len(centre) > 50:
+            raise _Refused(f"{where}: 'blp_center' must name 1 to 50 effect modifiers")
+        out["blp_center"] = {}
+        for name, value in centre.items():
+            what = f"{where}: 'blp_center' of '{_short(name)}'"
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not np.isfinite(value):
+                raise _Refused(f"{what} must be a finite number")
+            out["blp_center"][_text(name, f"{where}: effect modifier")] = float(value)
     if document.get("dp") is not None:
         dp = _object(document["dp"], f"{where}: 'dp'")
         _check_keys(dp, ("mechanism", "epsilon", "delta", "sensitivity"), f"{where}: 'dp'")
@@ -479,6 +490,18 @@ def read_summaries(paths: Sequence[str | os.PathLike[str]]) -> TaskEstimates:
                                  "every file (or none).")
         covariates = pd.DataFrame([t["covariates"] for t in tasks],
                                   index=[t["task"] for t in tasks], columns=list(names[0]))
+    # blp: every file that records its centres must use the same (else the intercepts,
+    # effects at the centres, are not comparable across sites)
+    centred = [(t["source"], t["provenance"]["blp_center"]) for t in tasks
+               if t["provenance"].get("blp_center") is not None]
+    for source, centre in centred[1:]:
+        if centre != centred[0][1]:
+            raise EstimatesError(
+                f"{source}: the BLP effect modifiers are centred at {centre}, but "
+                f"{centred[0][0]} centres them at {centred[0][1]}; the intercepts are then "
+                "not comparable. Re-run `bayesfuse site` with the same --modifiers "
+                "name=centre at every site.")
+    extra_meta = {"blp_center": dict(centred[0][1])} if centred else {}
     covariances = np.array([t["covariance"] + np.diag(t.get("dp_noise_variance", 0.0)
                                                         * np.ones(len(t["params"])))
                             for t in tasks])
@@ -493,7 +516,8 @@ def read_summaries(paths: Sequence[str | os.PathLike[str]]) -> TaskEstimates:
             params=first["params"],
             estimand=first["estimand"],
             meta={"sources": list(dict.fromkeys(t["source"] for t in tasks)),
-                  "provenance": {t["source"]: t["provenance"] for t in tasks}},
+                  "provenance": {t["source"]: t["provenance"] for t in tasks},
+                  **extra_meta},
         )
     except EstimatesError as exc:
         files = ", ".join(dict.fromkeys(t["source"] for t in tasks))

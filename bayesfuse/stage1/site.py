@@ -323,6 +323,8 @@ def site_summary(
         "learner": meta["learner"], "learners": meta["learners"], "folds": int(folds),
         "seed": int(seed), "min_n": int(min_n), "versions": _versions(), "created_at": stamp,
     }
+    if meta.get("blp_center"):
+        provenance["blp_center"] = {k: float(v) for k, v in meta["blp_center"].items()}
     if use_dp:
         provenance["dp"] = {"mechanism": dp_module.MECHANISM, "epsilon": epsilon,
                             "delta": delta, "sensitivity": sensitivity}

@@ -329,3 +329,32 @@ def test_cli_fuse_notes_converted_se_and_ignored_columns(tmp_path, capsys):
     assert "note: standard error from the p-value for 1 estimate(s) (task b)" in err
     assert "note: ignored column(s) 'region'" in err
     assert bf.load_fit(fit).estimates.meta["se_from"] == {"b": {"theta": "p-value"}}
+
+
+def _blp_site(path, task, centre):
+    document = {"schema": "bayesfuse.summary", "version": 1, "task": task, "estimand": "blp",
+                "params": ["intercept", "age"], "estimate": [0.2, 0.01],
+                "covariance": [[0.01, 0.001], [0.001, 0.0004]]}
+    if centre is not None:
+        document["blp_center"] = centre
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_blp_sites_must_agree_on_the_centres(tmp_path):
+    """Site summaries record where the effect modifiers are centred; files that differ are
+    refused together (their intercepts are effects at different points)."""
+    a = _blp_site(tmp_path / "a.json", "a", {"age": 50})
+    b = _blp_site(tmp_path / "b.json", "b", {"age": 50.0})
+    old = _blp_site(tmp_path / "old.json", "c", None)  # written before the field existed
+    est = bf.read_estimates([a, b, old])
+    assert est.meta["blp_center"] == {"age": 50.0}
+    other = _blp_site(tmp_path / "other.json", "d", {"age": 40})
+    with pytest.raises(EstimatesError, match=r"other.json: the BLP effect modifiers are "
+                                             r"centred at \{'age': 40.0\}, but .*a.json"):
+        bf.read_estimates([a, b, other])
+    for bad, message in (({"age": "fifty"}, "must be a finite number"),
+                         ({"age": True}, "must be a finite number"),
+                         ({}, "1 to 50 effect modifiers")):
+        with pytest.raises(EstimatesError, match=message):
+            bf.read_estimates([_blp_site(tmp_path / "bad.json", "e", bad)])

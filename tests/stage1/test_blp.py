@@ -202,6 +202,7 @@ def test_cli_estimate_and_site_with_modifiers(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     doc = json.loads((tmp_path / "s1.json").read_text())
     assert doc["estimand"] == "blp" and doc["params"] == ["intercept", "x1", "x2"]
+    assert doc["blp_center"] == {"x1": 0.0, "x2": 0.0}  # recorded for the coordinator
     np.testing.assert_allclose(doc["estimate"], direct.estimates[1], rtol=1e-8)
     np.testing.assert_allclose(doc["covariance"], direct.covariances[1], rtol=1e-8)
     capsys.readouterr()
